@@ -1,0 +1,85 @@
+"""Checkpoints: a state_dict, the model config and a reference to the vocabulary.
+
+No pickled modules: everything in the file is a tensor, a number, a string, a list or a
+dict, so it loads with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import LstmlmError
+from .files import atomic_path
+from .model import LSTMLanguageModel, ModelConfig
+from .vocab import Vocabulary
+
+FORMAT = "lstmlm-checkpoint/1"
+
+
+class CheckpointError(LstmlmError, ValueError):
+    """A checkpoint is missing, damaged, or does not fit the vocabulary it is used with."""
+
+
+def save_checkpoint(path: str | Path, model: LSTMLanguageModel, vocab: Vocabulary,
+                    vocab_path: str | Path, info: dict[str, Any] | None = None) -> None:
+    """Write the checkpoint atomically; ``info`` holds plain metadata (epoch, ppl, ...)."""
+    payload = {
+        "format": FORMAT,
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "vocab": {"sha256": vocab.sha256, "path": str(vocab_path), "scheme": vocab.scheme,
+                  "size": len(vocab)},
+        "info": info or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load and check a checkpoint's payload (weights only; no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for damaged files
+        raise CheckpointError(f"{path}: not a readable checkpoint, perhaps truncated "
+                              f"({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an {FORMAT} file")
+    return payload
+
+
+def load_model(path: str | Path, vocab: Vocabulary | None = None,
+               map_location: str | torch.device = "cpu") -> tuple[LSTMLanguageModel, dict]:
+    """Rebuild the model from a checkpoint; if ``vocab`` is given, check it is the one
+    the model was trained with. Returns the model (in eval mode) and the payload."""
+    payload = read_checkpoint(path, map_location)
+    if vocab is not None and payload["vocab"]["sha256"] != vocab.sha256:
+        raise CheckpointError(
+            f"{path}: the model was trained with another vocabulary "
+            f"({payload['vocab']['size']} words, sha256 {payload['vocab']['sha256'][:12]}…) "
+            f"than the one given ({len(vocab)} words, sha256 {vocab.sha256[:12]}…)")
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+        model = LSTMLanguageModel(config)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: the weights do not fit the stored model config "
+                              f"({err})") from None
+    model.eval()
+    return model, payload
+
+
+def load_vocab_for(payload: dict, vocab_path: str | Path | None = None) -> Vocabulary:
+    """The vocabulary a checkpoint refers to (or ``vocab_path``), checked by hash."""
+    path = Path(vocab_path or payload["vocab"]["path"])
+    vocab = Vocabulary.load(path)
+    if vocab.sha256 != payload["vocab"]["sha256"]:
+        raise CheckpointError(f"{path}: this vocabulary ({len(vocab)} words) is not the one "
+                              f"the model was trained with ({payload['vocab']['size']} words); "
+                              "pass the right one with --vocab")
+    return vocab

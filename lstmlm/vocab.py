@@ -1,0 +1,108 @@
+"""The vocabulary: words sorted by training frequency, stored as JSON.
+
+Ids follow frequency (most frequent first, ties broken alphabetically), which adaptive
+softmax relies on: its cutoffs split the id range into a frequent head and rarer tails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from .errors import LstmlmError
+from .files import write_json
+from .text import EOS, UNK
+
+FORMAT = "lstmlm-vocab/1"
+
+
+class VocabError(LstmlmError, ValueError):
+    """A vocabulary file is missing, malformed or does not match what uses it."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Words in id order, with their training counts."""
+
+    words: tuple[str, ...]
+    counts: tuple[int, ...]
+    scheme: str = "wikitext"
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", {w: i for i, w in enumerate(self.words)})
+        if len(self.index) != len(self.words):
+            raise VocabError("vocabulary has duplicate words")
+        for special in (UNK, EOS):
+            if special not in self.index:
+                raise VocabError(f"vocabulary lacks {special}")
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def unk_id(self) -> int:
+        return self.index[UNK]
+
+    @property
+    def eos_id(self) -> int:
+        return self.index[EOS]
+
+    @property
+    def sha256(self) -> str:
+        """A hash of the word list and scheme: checkpoints record it to catch mismatches."""
+        payload = json.dumps({"scheme": self.scheme, "words": self.words}, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        """Ids of tokens; unknown words become ``<unk>``."""
+        get, unk = self.index.get, self.unk_id
+        return [get(t, unk) for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.words[i] for i in ids]
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, {"format": FORMAT, "scheme": self.scheme,
+                          "words": list(self.words), "counts": list(self.counts)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocabulary":
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise VocabError(f"{path}: vocabulary file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise VocabError(f"{path}: not a vocabulary JSON file ({err})") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise VocabError(f"{path}: not a {FORMAT} file")
+        if len(raw["words"]) != len(raw["counts"]):
+            raise VocabError(f"{path}: words and counts differ in length")
+        return cls(tuple(raw["words"]), tuple(raw["counts"]), raw.get("scheme", "wikitext"))
+
+
+def build_vocabulary(counts: Counter, *, min_freq: int = 1, max_size: int = 0,
+                     scheme: str = "wikitext") -> Vocabulary:
+    """Vocabulary from training counts: frequency order, ``<unk>`` and ``<eos>`` always in.
+
+    Words seen fewer than ``min_freq`` times are left out; ``max_size`` (0: no limit)
+    caps the size, the specials counted in. Ties are broken alphabetically so that the
+    order, and therefore every id, is the same on every machine.
+    """
+    specials = (UNK, EOS)
+    kept = [(w, c) for w, c in counts.items() if c >= min_freq or w in specials]
+    for special in specials:
+        if special not in counts:
+            kept.append((special, 0))
+    kept.sort(key=lambda wc: (-wc[1], wc[0]))
+    if max_size:
+        if max_size < len(specials):
+            raise VocabError(f"tokenise.max_size: {max_size} leaves no room for <unk> and <eos>")
+        head = [wc for wc in kept if wc[0] not in specials][: max_size - len(specials)]
+        kept = sorted(head + [wc for wc in kept if wc[0] in specials],
+                      key=lambda wc: (-wc[1], wc[0]))
+    return Vocabulary(tuple(w for w, _ in kept), tuple(c for _, c in kept), scheme)

@@ -1,0 +1,56 @@
+"""Stage `evaluate`: valid and test perplexity over the full streams.
+
+Reads params: evaluate.batch_size, evaluate.test_batch_size, evaluate.bptt. The hidden
+state is carried across batches, as in the literature (batch 10 for valid, 1 for test),
+so the numbers compare with published ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from lstmlm.checkpoint import load_model
+from lstmlm.corpus import load_ids
+from lstmlm.errors import run_main
+from lstmlm.files import write_json
+from lstmlm.params import read_params
+from lstmlm.training import batchify, evaluate_loss, perplexity, set_cpu_threads
+from lstmlm.vocab import Vocabulary
+
+
+def evaluate_split(model, ids, batch_size: int, bptt: int) -> dict:
+    """Loss, perplexity and speed over one whole split."""
+    data = batchify(ids, batch_size)
+    started = time.perf_counter()
+    loss = evaluate_loss(model, data, bptt)
+    seconds = time.perf_counter() - started
+    return {"loss": round(loss, 6), "ppl": round(perplexity(loss), 3),
+            "tokens_per_s": round(data.numel() / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--ids", type=Path, required=True)
+    parser.add_argument("--vocab", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output metrics JSON")
+    args = parser.parse_args()
+    params = read_params(args.params, "evaluate")["evaluate"]
+
+    set_cpu_threads(0)
+    vocab = Vocabulary.load(args.vocab)
+    model, payload = load_model(args.checkpoint, vocab)
+    results = {}
+    for split, batch_size in (("valid", params.batch_size), ("test", params.test_batch_size)):
+        ids = load_ids(args.ids, split, len(vocab))
+        results[split] = evaluate_split(model, ids, batch_size, params.bptt)
+        print(f"evaluate: {split} ppl {results[split]['ppl']:.2f} (batch {batch_size}, "
+              f"{results[split]['tokens_per_s']:,.0f} tokens/s)", flush=True)
+    write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    run_main(main)

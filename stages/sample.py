@@ -1,0 +1,64 @@
+"""Stage `sample`: generate text for each prompt in params and write it as Markdown.
+
+Reads params: sample.* (prompts, words, temperature, top_k, top_p, seed, allow_unk,
+stop_at_eos). The Markdown file is tracked by git, so a pull request shows the texts
+next to the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lstmlm.checkpoint import load_model
+from lstmlm.errors import run_main
+from lstmlm.files import write_text
+from lstmlm.generate import Generator, SamplingOptions
+from lstmlm.params import read_params
+from lstmlm.vocab import Vocabulary
+
+
+def options_from_params(params) -> SamplingOptions:
+    """The sample section maps one to one onto the generator's options."""
+    return SamplingOptions(words=params.words, temperature=params.temperature,
+                           top_k=params.top_k, top_p=params.top_p, seed=params.seed,
+                           allow_unk=params.allow_unk, stop_at_eos=params.stop_at_eos)
+
+
+def render(generations, options: SamplingOptions, info: dict) -> str:
+    """Markdown: one section per prompt, the settings on top."""
+    lines = ["# Samples", "",
+             f"Model from epoch {info.get('epoch', '?')} (valid ppl "
+             f"{info.get('valid_ppl', float('nan')):.1f}); {options.words} words, temperature "
+             f"{options.temperature:g}, top-k {options.top_k}, top-p {options.top_p:g}, "
+             f"seed {options.seed}.", ""]
+    for gen in generations:
+        lines += [f"## {gen.prompt}", ""]
+        text = gen.text.replace("\n", "  \n")  # Markdown line breaks for <eos>
+        lines += [f"**{gen.prompt}** {text}", ""]
+        if gen.unknown_words:
+            lines += [f"_Unknown words, read as `<unk>`: {', '.join(gen.unknown_words)}_", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--vocab", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output Markdown file")
+    args = parser.parse_args()
+    params = read_params(args.params, "sample")["sample"]
+    options = options_from_params(params)
+
+    vocab = Vocabulary.load(args.vocab)
+    model, payload = load_model(args.checkpoint, vocab)
+    generator = Generator(model, vocab)
+    generations = [generator.generate(prompt, options) for prompt in params.prompts]
+    write_text(args.out, render(generations, options, payload["info"]))
+    for gen in generations:
+        print(f"{gen.prompt} … {gen.text[:70]!r}")
+
+
+if __name__ == "__main__":
+    run_main(main)

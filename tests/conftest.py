@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny corpus with learnable structure, and tiny model params."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
+
+TINY_MODEL = {"emb": 16, "hidden": 24, "layers": 2, "dropout": 0.1, "dropout_input": 0.1,
+              "dropout_hidden": 0.1, "dropout_embedding": 0.0, "cutoffs": [20, 40]}
+TINY_TRAIN = {"epochs": 2, "batch_size": 4, "bptt": 8, "lr": 1.0e-2, "threads": 1}
+
+
+def tiny_lines(n_lines: int, seed: int) -> list[str]:
+    """Sentences from a small grammar: predictable enough for a tiny model to learn."""
+    rng = random.Random(seed)
+    subjects = ["the cat", "a dog", "the man", "she", "he", "the bird", "a child", "they"]
+    verbs = ["sees", "likes", "eats", "finds", "wants", "has", "loves", "takes"]
+    objects = ["the ball", "a fish", "the tree", "an apple", "the house", "a book",
+               "the river", "some bread", "the car", "a hat"]
+    extras = ["", "today", "again", "in the garden", "at night", ", and smiles", "@-@ fast"]
+    lines = []
+    for _ in range(n_lines):
+        if rng.random() < 0.1:
+            lines.append("")  # WikiText has empty lines; each still ends with <eos>
+            continue
+        words = [rng.choice(subjects), rng.choice(verbs), rng.choice(objects), rng.choice(extras)]
+        lines.append(" " + " ".join(w for w in words if w) + " . ")
+    return lines
+
+
+def write_tiny_corpus(directory: Path, sizes=(600, 80, 80), seed: int = 0) -> Path:
+    """train.txt / valid.txt / test.txt of the tiny grammar in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, (split, n) in enumerate(zip(("train", "valid", "test"), sizes)):
+        (directory / f"{split}.txt").write_text("\n".join(tiny_lines(n, seed + i)) + "\n",
+                                                encoding="utf-8")
+    return directory
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    return write_tiny_corpus(tmp_path / "corpus")

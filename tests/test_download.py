@@ -1,0 +1,410 @@
+"""Tests for lstmlm.download and stages/download.py against a real local HTTP server."""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import http.server
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from lstmlm.download import (MIRRORS, SPLITS, USER_AGENT, DownloadError, Mirror, load_sums,
+                             parse_sums, prepare_corpus)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "wikitext-2"
+
+# Tiny stand-ins for the three WikiText-2 files, in the official layout (leading space,
+# " \n" line ends) and with non-ASCII text so that byte-exact copying is exercised.
+FIXTURE = {
+    "train": " \n = Héllo = \n \n the cat sat on the mat . \n",
+    "valid": " \n the dog ran – fast . \n",
+    "test": " \n a <unk> sat 1 @.@ 5 m away . \n",
+}
+FIXTURE_BYTES = {s: t.encode("utf-8") for s, t in FIXTURE.items()}
+SUMS = {s: hashlib.sha256(b).hexdigest() for s, b in FIXTURE_BYTES.items()}
+
+# Fast settings: a stalled server fails in 0.5 s, retries do not sleep.
+FAST = dict(sums=SUMS, timeout=0.5, retries=1, backoff=0.0, progress=False)
+NO_ENV: dict[str, str] = {}
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("wikitext-2/", b"")
+        for split, data in members.items():
+            zf.writestr(f"wikitext-2/wiki.{split}.tokens", data)
+    return buf.getvalue()
+
+
+GOOD_ZIP = make_zip(FIXTURE_BYTES)
+BAD_ZIP = make_zip({**FIXTURE_BYTES, "valid": b" \n tampered . \n"})
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Routes: /good.zip, /bad.zip, /truncated.zip, /forbidden.zip, /error.zip,
+    /files/{split}.txt. Every request is logged on the server as (path, User-Agent)."""
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        self.server.requests.append((self.path, self.headers.get("User-Agent")))
+        path = self.path
+        if path == "/good.zip":
+            self._send(200, GOOD_ZIP)
+        elif path == "/bad.zip":
+            self._send(200, BAD_ZIP)
+        elif path == "/truncated.zip":
+            # Promise the whole archive, send half of it, then hang up.
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(GOOD_ZIP)))
+            self.end_headers()
+            self.wfile.write(GOOD_ZIP[: len(GOOD_ZIP) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif path == "/forbidden.zip":
+            self._send(403, b"forbidden")
+        elif path == "/error.zip":
+            self._send(503, b"try later")
+        elif path.startswith("/files/") and path.endswith(".txt"):
+            split = path[len("/files/"):-len(".txt")]
+            if split in FIXTURE_BYTES:
+                self._send(200, FIXTURE_BYTES[split])
+            else:
+                self._send(404, b"no such file")
+        else:
+            self._send(404, b"no such file")
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    srv.requests = []
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv, base
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def stall_url():
+    """A server that accepts connections and never answers."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.05)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_forever():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except (socket.timeout, OSError):
+                continue
+
+    thread = threading.Thread(target=accept_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/stall.zip"
+    stop.set()
+    thread.join(timeout=2)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.fixture
+def requests(server):
+    srv, _ = server
+    srv.requests.clear()
+    return srv.requests
+
+
+def split_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def assert_fixture_output(out: Path) -> None:
+    assert split_files(out) == ["test.txt", "train.txt", "valid.txt"]
+    for split in SPLITS:
+        assert (out / f"{split}.txt").read_bytes() == FIXTURE_BYTES[split]
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def test_packaged_sums_are_the_shared_copy():
+    sums = load_sums()
+    assert set(sums) == set(SPLITS) and all(len(h) == 64 for h in sums.values())
+    if (SHARED / "SHA256SUMS").is_file():
+        assert sums == parse_sums((SHARED / "SHA256SUMS").read_text())
+
+
+def test_mirrors_are_live_alternatives():
+    assert MIRRORS and all(m.url.startswith("https://") for m in MIRRORS)
+    assert not any("research.metamind.io" in m.url for m in MIRRORS)  # answers 403
+
+
+# --------------------------------------------------------------------------- mirrors
+
+
+def test_good_zip(server, requests, tmp_path):
+    _, base = server
+    out = tmp_path / "raw"
+    result = prepare_corpus("wikitext-2", out, environ=NO_ENV,
+                            mirrors=(Mirror(f"{base}/good.zip"),), **FAST)
+    assert_fixture_output(out)
+    assert result["source"] == f"{base}/good.zip" and result["verified"] is True
+    assert {s: f["sha256"] for s, f in result["files"].items()} == SUMS
+    assert result["files"]["train"]["bytes"] == len(FIXTURE_BYTES["train"])
+
+
+def test_progress_bar_goes_to_stderr(server, requests, tmp_path, capsys):
+    _, base = server
+    prepare_corpus("wikitext-2", tmp_path / "raw", environ=NO_ENV,
+                   mirrors=(Mirror(f"{base}/good.zip"),), **{**FAST, "progress": True})
+    captured = capsys.readouterr()
+    assert captured.out == "" and "good.zip" in captured.err
+
+
+def test_files_mirror(server, requests, tmp_path):
+    _, base = server
+    out = tmp_path / "raw"
+    result = prepare_corpus("wikitext-2", out, environ=NO_ENV,
+                            mirrors=(Mirror(f"{base}/files/{{split}}.txt", "files"),), **FAST)
+    assert_fixture_output(out)
+    assert result["files"]["valid"]["from"] == f"{base}/files/valid.txt"
+
+
+def test_corrupted_zip_leaves_nothing(server, requests, tmp_path):
+    _, base = server
+    out = tmp_path / "raw"
+    with pytest.raises(DownloadError) as info:
+        prepare_corpus("wikitext-2", out, environ=NO_ENV,
+                       mirrors=(Mirror(f"{base}/bad.zip"),), **FAST)
+    message = str(info.value)
+    assert "wiki.valid.tokens" in message and SUMS["valid"] in message
+    assert "does not match" in message
+    assert split_files(out) == []
+
+
+def test_truncated_download_is_retried_then_fails(server, requests, tmp_path):
+    _, base = server
+    out = tmp_path / "raw"
+    with pytest.raises(DownloadError) as info:
+        prepare_corpus("wikitext-2", out, environ=NO_ENV,
+                       mirrors=(Mirror(f"{base}/truncated.zip"),), **{**FAST, "retries": 2})
+    assert "truncated" in str(info.value) and f"of {len(GOOD_ZIP)} bytes" in str(info.value)
+    assert [p for p, _ in requests] == ["/truncated.zip"] * 3
+    assert split_files(out) == []
+
+
+def test_403_falls_through_to_next_mirror(server, requests, tmp_path):
+    _, base = server
+    out = tmp_path / "raw"
+    result = prepare_corpus("wikitext-2", out, environ=NO_ENV,
+                            mirrors=(Mirror(f"{base}/forbidden.zip"), Mirror(f"{base}/good.zip")),
+                            **{**FAST, "retries": 3})
+    assert_fixture_output(out)
+    assert result["source"] == f"{base}/good.zip"
+    # A 403 is final for that URL: asked once, then the next mirror.
+    assert [p for p, _ in requests] == ["/forbidden.zip", "/good.zip"]
+    agents = {ua for _, ua in requests}
+    assert agents == {USER_AGENT} and not any("Python-urllib" in ua for ua in agents)
+
+
+def test_5xx_is_retried_with_backoff(server, requests, tmp_path):
+    _, base = server
+    with pytest.raises(DownloadError) as info:
+        prepare_corpus("wikitext-2", tmp_path / "raw", environ=NO_ENV,
+                       mirrors=(Mirror(f"{base}/error.zip"),), **{**FAST, "retries": 2})
+    assert "HTTP 503" in str(info.value) and "3 attempts" in str(info.value)
+    assert len(requests) == 3
+
+
+def test_stalled_server_times_out(stall_url, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        prepare_corpus("wikitext-2", tmp_path / "raw", environ=NO_ENV,
+                       mirrors=(Mirror(stall_url),), **{**FAST, "retries": 0})
+    assert time.monotonic() - start < 5
+    assert "timed out" in str(info.value) and stall_url in str(info.value)
+    assert split_files(tmp_path / "raw") == []
+
+
+def test_all_mirrors_fail_lists_every_url(server, stall_url, requests, tmp_path):
+    _, base = server
+    mirrors = (Mirror(f"{base}/forbidden.zip"), Mirror(f"{base}/error.zip"),
+               Mirror(stall_url), Mirror(f"{base}/truncated.zip"), Mirror(f"{base}/bad.zip"),
+               Mirror(f"{base}/nothing/{{split}}.txt", "files"))
+    with pytest.raises(DownloadError) as info:
+        prepare_corpus("wikitext-2", tmp_path / "raw", environ=NO_ENV, mirrors=mirrors,
+                       **{**FAST, "retries": 0})
+    message = str(info.value)
+    for url in (f"{base}/forbidden.zip", f"{base}/error.zip", stall_url,
+                f"{base}/truncated.zip", f"{base}/bad.zip", f"{base}/nothing/train.txt"):
+        assert url in message
+    assert "HTTP 403" in message and "HTTP 503" in message and "HTTP 404" in message
+    assert "WIKITEXT_DIR=/path/to/wikitext-2 dvc repro" in message
+    assert "corpus: /path/to/dir" in message
+    assert split_files(tmp_path / "raw") == []
+
+
+# --------------------------------------------------------------------------- WIKITEXT_DIR
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="no offline WikiText-2 copy")
+def test_wikitext_dir_real_copy(tmp_path):
+    out = tmp_path / "raw"
+    # A mirror that would fail loudly proves the local copy is used, not the network.
+    result = prepare_corpus("wikitext-2", out, environ={"WIKITEXT_DIR": str(SHARED)},
+                            mirrors=(Mirror("http://127.0.0.1:9/never.zip"),), progress=False)
+    assert split_files(out) == ["test.txt", "train.txt", "valid.txt"]
+    for split in SPLITS:
+        assert filecmp.cmp(out / f"{split}.txt", SHARED / f"wiki.{split}.tokens", shallow=False)
+    assert result["verified"] and result["source"] == f"WIKITEXT_DIR={SHARED}"
+    assert {s: f["sha256"] for s, f in result["files"].items()} == load_sums()
+
+
+def write_wikitext_dir(directory: Path) -> Path:
+    directory.mkdir()
+    for split, data in FIXTURE_BYTES.items():
+        (directory / f"wiki.{split}.tokens").write_bytes(data)
+    return directory
+
+
+def test_wikitext_dir_tampered_file_fails(tmp_path):
+    local = write_wikitext_dir(tmp_path / "wt2")
+    (local / "wiki.test.tokens").write_bytes(b" \n changed . \n")
+    out = tmp_path / "raw"
+    with pytest.raises(DownloadError) as info:
+        prepare_corpus("wikitext-2", out, environ={"WIKITEXT_DIR": str(local)}, mirrors=(),
+                       **FAST)
+    message = str(info.value)
+    actual = hashlib.sha256(b" \n changed . \n").hexdigest()
+    assert str(local / "wiki.test.tokens") in message
+    assert SUMS["test"] in message and actual in message
+    assert split_files(out) == []
+
+
+def test_wikitext_dir_missing_file_fails(tmp_path):
+    local = write_wikitext_dir(tmp_path / "wt2")
+    (local / "wiki.valid.tokens").unlink()
+    with pytest.raises(DownloadError, match="missing .*wiki.valid.tokens"):
+        prepare_corpus("wikitext-2", tmp_path / "raw", environ={"WIKITEXT_DIR": str(local)},
+                       mirrors=(), **FAST)
+    assert split_files(tmp_path / "raw") == []
+
+
+def test_wikitext_dir_fixture_ok(tmp_path):
+    local = write_wikitext_dir(tmp_path / "wt2")
+    prepare_corpus("wikitext-2", tmp_path / "raw", environ={"WIKITEXT_DIR": str(local)},
+                   mirrors=(), **FAST)
+    assert_fixture_output(tmp_path / "raw")
+
+
+# --------------------------------------------------------------------------- own corpus
+
+
+def test_own_corpus_directory(tmp_path):
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "train.txt").write_bytes(FIXTURE_BYTES["train"])
+    (own / "valid.tokens").write_bytes(FIXTURE_BYTES["valid"])
+    (own / "wiki.test.tokens").write_bytes(FIXTURE_BYTES["test"])
+    out = tmp_path / "raw"
+    result = prepare_corpus(str(own), out, environ={"WIKITEXT_DIR": "/ignored"}, mirrors=())
+    assert_fixture_output(out)
+    assert result["verified"] is False and result["source"] == str(own)
+    assert result["files"]["valid"]["from"] == str(own / "valid.tokens")
+
+
+def test_own_corpus_missing_split_lists_names(tmp_path):
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "train.txt").write_text("a b c\n")
+    with pytest.raises(DownloadError) as info:
+        prepare_corpus(str(own), tmp_path / "raw", mirrors=())
+    message = str(info.value)
+    assert "valid.txt or valid.tokens or wiki.valid.tokens" in message
+    assert "test.txt or test.tokens or wiki.test.tokens" in message
+    assert "train.txt" in message  # what the directory does hold
+    assert split_files(tmp_path / "raw") == []
+
+
+def test_own_corpus_empty_or_absent_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DownloadError, match="the directory is empty"):
+        prepare_corpus(str(tmp_path / "empty"), tmp_path / "raw", mirrors=())
+    with pytest.raises(DownloadError, match="neither 'wikitext-2' nor an existing directory"):
+        prepare_corpus(str(tmp_path / "nowhere"), tmp_path / "raw", mirrors=())
+
+
+def test_own_corpus_rejects_non_utf8(tmp_path):
+    own = tmp_path / "mine"
+    own.mkdir()
+    for split in SPLITS:
+        (own / f"{split}.txt").write_text("ok\n")
+    (own / "valid.txt").write_bytes(b"caf\xe9\n")
+    with pytest.raises(DownloadError, match="valid.txt: not UTF-8"):
+        prepare_corpus(str(own), tmp_path / "raw", mirrors=())
+    assert split_files(tmp_path / "raw") == []
+
+
+# --------------------------------------------------------------------------- stage script
+
+
+def run_stage(cwd: Path, params: str, *args: str) -> subprocess.CompletedProcess:
+    (cwd / "params.yaml").write_text(params)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("WIKITEXT_DIR", None)
+    return subprocess.run([sys.executable, str(ROOT / "stages" / "download.py"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_stage_bad_corpus_exits_2(tmp_path):
+    proc = run_stage(tmp_path, "download:\n  corpus: no/such/dir\n", "--out", "data/raw")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: download.corpus: 'no/such/dir'")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_stage_bad_params_exits_2(tmp_path):
+    proc = run_stage(tmp_path, "download:\n  corpse: x\n")
+    assert proc.returncode == 2
+    assert "error: download.corpse: unknown key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stage_own_corpus(tmp_path):
+    own = tmp_path / "mine"
+    own.mkdir()
+    for split, data in FIXTURE_BYTES.items():
+        (own / f"{split}.txt").write_bytes(data)
+    proc = run_stage(tmp_path, "download:\n  corpus: mine\n")  # default --out data/raw
+    assert proc.returncode == 0, proc.stderr
+    assert_fixture_output(tmp_path / "data" / "raw")
+    assert "from mine" in proc.stdout and "data/raw/train.txt" in proc.stdout

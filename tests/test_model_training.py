@@ -1,0 +1,165 @@
+"""The model and the training loop on tiny fixtures."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_MODEL, TINY_TRAIN
+from lstmlm.checkpoint import CheckpointError, load_model, save_checkpoint
+from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
+from lstmlm.model import LSTMLanguageModel, ModelConfig
+from lstmlm.params import parse_section
+from lstmlm.training import Trainer, TrainingDiverged, batchify, evaluate_loss
+
+torch.set_num_threads(1)
+
+
+def tiny_config(vocab_size=60, **overrides):
+    return ModelConfig.from_params(parse_section("model", {**TINY_MODEL, **overrides}), vocab_size)
+
+
+@pytest.fixture
+def tiny_data(tiny_corpus, tmp_path):
+    vocab, _ = tokenise_corpus(tiny_corpus, tmp_path / "tok", tmp_path / "v.json", scheme="wikitext")
+    tensorise_corpus(tmp_path / "tok", vocab, tmp_path / "ids")
+    return vocab, load_ids(tmp_path / "ids", "train"), load_ids(tmp_path / "ids", "valid")
+
+
+def make_trainer(tiny_data, model_overrides=None, **train_overrides):
+    vocab, train_ids, valid_ids = tiny_data
+    params = parse_section("train", {**TINY_TRAIN, **train_overrides})
+    torch.manual_seed(params.seed)
+    model = LSTMLanguageModel(tiny_config(len(vocab), **(model_overrides or {})))
+    return Trainer(model, train_ids, valid_ids, params, torch.device("cpu"), progress=False)
+
+
+def test_batchify_lays_out_contiguous_streams():
+    data = batchify(np.arange(26), 4)
+    assert data.shape == (6, 4)
+    assert data[:, 0].tolist() == [0, 1, 2, 3, 4, 5]  # column = one contiguous stream
+    assert data[0].tolist() == [0, 6, 12, 18]
+    with pytest.raises(ValueError, match="too short"):
+        batchify(np.arange(5), 4)
+
+
+@pytest.mark.parametrize("output, tie", [("adaptive", False), ("full", False), ("full", True)])
+def test_shapes_and_proper_distributions(output, tie):
+    model = LSTMLanguageModel(tiny_config(output=output, tie_weights=tie, emb=12, hidden=20))
+    model.eval()
+    ids = torch.randint(0, 60, (7, 3))
+    features, state = model(ids)
+    assert features.shape == (7, 3, 12 if tie else 20)
+    assert len(state) == 2 and state[0][0].shape == (1, 3, 20)
+    log_probs = model.log_probs(features)
+    assert log_probs.shape == (7, 3, 60)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(7, 3), atol=1e-5)
+    # The training loss is the mean NLL of the same distribution.
+    targets = torch.randint(0, 60, (7, 3))
+    nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+    assert torch.allclose(model.loss(features, targets), nll, atol=1e-5)
+    if tie:
+        assert model.decoder.weight is model.encoder.weight
+
+
+def test_seed_initialisation():
+    model = LSTMLanguageModel(tiny_config())
+    lstm = model.lstms[0]
+    assert torch.count_nonzero(lstm.bias_ih_l0) == 0 and torch.count_nonzero(lstm.bias_hh_l0) == 0
+    gate = lstm.weight_hh_l0[:24]  # one gate's (hidden, hidden) block is orthogonal
+    assert torch.allclose(gate @ gate.T, torch.eye(24), atol=1e-5)
+
+
+def test_weight_drop_changes_outputs_in_training_only_and_trains_raw_weights():
+    model = LSTMLanguageModel(tiny_config(weight_drop=0.5, dropout=0, dropout_input=0,
+                                          dropout_hidden=0))
+    ids = torch.randint(0, 60, (5, 2))
+    model.train()
+    a, _ = model(ids)
+    b, _ = model(ids)
+    assert not torch.allclose(a, b)
+    model.loss(a, ids).backward()
+    assert model.lstms[0].weight_hh_l0.grad is not None
+    model.eval()
+    assert torch.equal(model(ids)[0], model(ids)[0])
+
+
+def test_loss_falls_on_a_tiny_corpus(tiny_data):
+    trainer = make_trainer(tiny_data, epochs=3)
+    before = trainer.validate()
+    history = trainer.fit()
+    assert len(history) == 3
+    assert history[-1].valid_loss < before - 0.5
+    assert history[-1].train_loss < history[0].train_loss
+
+
+def test_stateful_and_reset_training_differ(tiny_data):
+    stateful = make_trainer(tiny_data, epochs=1, stateful=True).fit()[-1]
+    reset = make_trainer(tiny_data, epochs=1, stateful=False).fit()[-1]
+    assert stateful.train_loss != reset.train_loss
+
+
+def test_evaluation_carries_state_across_batches(tiny_data):
+    trainer = make_trainer(tiny_data, epochs=1)
+    trainer.fit()
+    data = trainer.valid_data
+    carried = evaluate_loss(trainer.model, data, bptt=4)
+    # Resetting the state every 4 steps throws context away: the loss must be worse.
+    reset = np.mean([evaluate_loss(trainer.model, data[i:i + 5], bptt=4)
+                     for i in range(0, data.size(0) - 5, 4)])
+    assert carried < reset
+
+
+def test_reruns_are_bit_identical(tiny_data):
+    first = [r.to_dict() for r in make_trainer(tiny_data, variable_bptt=True).fit()]
+    second = [r.to_dict() for r in make_trainer(tiny_data, variable_bptt=True).fit()]
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "epoch_seconds")}
+                        for r in rs]
+    assert strip(first) == strip(second)
+
+
+def test_resume_state_continues_bit_identically(tiny_data):
+    straight = make_trainer(tiny_data, epochs=3, variable_bptt=True).fit()
+    interrupted = make_trainer(tiny_data, epochs=1, variable_bptt=True)
+    interrupted.fit()
+    state = interrupted.state_dict()
+    resumed = make_trainer(tiny_data, epochs=3, variable_bptt=True)
+    resumed.load_state_dict(state)
+    history = resumed.fit()
+    assert [r.valid_loss for r in history] == [r.valid_loss for r in straight]
+
+
+def test_divergence_stops_with_a_clear_message(tiny_data):
+    trainer = make_trainer(tiny_data, epochs=1)
+    with torch.no_grad():
+        trainer.model.encoder.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="learning rate"):
+        trainer.fit()
+
+
+def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path):
+    vocab = tiny_data[0]
+    model = LSTMLanguageModel(tiny_config(len(vocab)))
+    save_checkpoint(tmp_path / "m.pt", model, vocab, "v.json", {"epoch": 3})
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled code inside
+    assert payload["vocab"]["sha256"] == vocab.sha256
+    assert payload["model_config"]["hidden"] == TINY_MODEL["hidden"]
+    loaded, _ = load_model(tmp_path / "m.pt", vocab)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_errors_are_clear(tiny_data, tmp_path):
+    vocab = tiny_data[0]
+    model = LSTMLanguageModel(tiny_config(len(vocab)))
+    save_checkpoint(tmp_path / "m.pt", model, vocab, "v.json")
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="perhaps truncated"):
+        load_model(tmp_path / "cut.pt")
+    other = type(vocab)(vocab.words[::-1], vocab.counts[::-1], vocab.scheme)
+    with pytest.raises(CheckpointError, match="another vocabulary"):
+        load_model(tmp_path / "m.pt", other)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.pt")
