@@ -50,6 +50,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an {FORMAT} file")
+    missing = [k for k in ("model_config", "state_dict", "vocab", "info") if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: damaged checkpoint, it lacks {', '.join(missing)}")
     return payload
 
 

@@ -30,11 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .distributed import all_reduce_tensor, broadcast_from_rank0, is_distributed, rank0_decides
 from .errors import LstmlmError
 from .model import LSTMLanguageModel, State, detach_state
 
-# Validation during training uses the evaluation batch size of the literature.
-VALID_BATCH_SIZE = 10
+# Every LOG_EVERY steps the loop reads the loss back (the one host sync of the loop) and,
+# under DDP, agrees on it and on stopping with the other ranks.
+LOG_EVERY = 20
 
 
 class TrainingDiverged(LstmlmError, RuntimeError):
@@ -67,9 +69,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_cpu_threads(threads: int) -> int:
-    """Use ``threads`` intra-op threads (0: every core) and return the number used."""
-    n = threads or os.cpu_count() or 1
+def set_cpu_threads(threads: int, processes: int = 1) -> int:
+    """Use ``threads`` intra-op threads (0: this process's share of the cores, with
+    ``processes`` training processes on the machine) and return the number used."""
+    n = threads or max(1, (os.cpu_count() or 1) // max(1, processes))
     torch.set_num_threads(n)
     return n
 
@@ -128,22 +131,51 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 700.0))
 
 
+class LossForward(nn.Module):
+    """(inputs, targets, state) -> (mean loss, new state): the model and its loss in one
+    forward, so that DistributedDataParallel sees every parameter the loss uses (the
+    adaptive softmax's tail clusters are skipped when no target falls in them)."""
+
+    def __init__(self, model: LSTMLanguageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor,
+                state: State) -> tuple[torch.Tensor, State]:
+        features, state = self.model(inputs, state)
+        return self.model.loss(features.float(), targets), state
+
+
 class Trainer:
     """Owns the model, optimiser, scheduler and the RNG; runs epochs.
 
     ``rank``/``world_size`` select this process's slice of the B streams under
-    data-parallel training; with world_size 1 it is the whole batch.
+    data-parallel training; with world_size 1 it is the whole batch. With world_size > 1
+    (a process group must be running, see lstmlm.distributed) the model is wrapped in
+    DistributedDataParallel; losses are reduced over ranks, validation runs on rank 0
+    and is broadcast, and every stop decision is rank 0's, so all ranks agree.
     """
 
     def __init__(self, model: LSTMLanguageModel, train_ids: np.ndarray, valid_ids: np.ndarray,
                  params, device: torch.device, *, rank: int = 0, world_size: int = 1,
-                 progress: bool = True, ddp_model: nn.Module | None = None):
+                 progress: bool = True):
         self.params = params
         self.device = device
         self.model = model.to(device)
-        # Under DDP the wrapped module runs forward/backward (it syncs gradients).
-        self.net = ddp_model if ddp_model is not None else self.model
         self.rank, self.world_size = rank, world_size
+        self.net: nn.Module = LossForward(self.model)
+        if world_size > 1:
+            if not is_distributed():
+                raise RuntimeError(f"world_size {world_size} needs a running process group "
+                                   "(lstmlm.distributed.setup_distributed)")
+            from torch.nn.parallel import DistributedDataParallel
+
+            # DDP broadcasts rank 0's weights here and averages gradients in backward.
+            # An adaptive softmax leaves a tail cluster unused when no target of this
+            # rank's batch falls in it: DDP must look for unused parameters then.
+            self.net = DistributedDataParallel(
+                self.net, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=model.config.output == "adaptive")
         self.progress = progress and rank == 0
         if params.batch_size % world_size:
             raise ValueError(f"train.batch_size {params.batch_size} does not split over "
@@ -152,7 +184,10 @@ class Trainer:
         full = batchify(train_ids, params.batch_size)
         # Rank r takes columns [r * b, (r + 1) * b): whole streams, so BPTT state holds.
         self.train_data = full[:, rank * per_rank:(rank + 1) * per_rank].contiguous()
-        self.valid_data = batchify(valid_ids, min(VALID_BATCH_SIZE, max(1, len(valid_ids) // 2)))
+        # Per-epoch validation runs at the training batch size: the full stream, state
+        # carried, but B streams wide, so it costs seconds instead of a minute on a CPU. The
+        # evaluate stage then reports the literature's setting (batch 10 valid, 1 test).
+        self.valid_data = batchify(valid_ids, min(params.batch_size, max(1, len(valid_ids) // 2)))
         if device.type == "cuda":
             self.train_data = self.train_data.pin_memory()
             self.valid_data = self.valid_data.pin_memory()
@@ -210,6 +245,12 @@ class Trainer:
         from tqdm import tqdm
 
         p, device = self.params, self.device
+        distributed = self.world_size > 1
+        if distributed:
+            # Dropout masks differ per rank, and the RNG at an epoch's start depends only on
+            # (seed, rank, epoch): a resumed run draws what an uninterrupted one would.
+            torch.manual_seed(int(np.random.SeedSequence(
+                [p.seed, self.rank, self.epoch]).generate_state(1)[0]))
         self.net.train()
         per_rank_batch = self.train_data.size(1)
         state: State = self.model.init_state(per_rank_batch)
@@ -220,7 +261,7 @@ class Trainer:
         started = time.perf_counter()
         n_rows = self.train_data.size(0)
         bar = tqdm(total=n_rows - 1, desc=f"epoch {self.epoch + 1}", unit="row", leave=False,
-                   disable=not self.progress, mininterval=1.0)
+                   disable=None if self.progress else True, mininterval=1.0)
         base_lr = self.lr
         for step, (i, seq_len) in enumerate(batch_starts(n_rows, p.bptt, p.variable_bptt,
                                                          self.rng)):
@@ -233,8 +274,9 @@ class Trainer:
                 self.optimizer.param_groups[0]["lr"] = base_lr * seq_len / p.bptt
             with torch.autocast(device.type, dtype=self.autocast_dtype or torch.bfloat16,
                                 enabled=self.autocast_dtype is not None):
-                features, state = self.net(inputs, state)
-                loss = self.model.loss(features.float(), targets)
+                # Under DDP each rank's loss is the mean over its own tokens; DDP averages
+                # the gradients over ranks, which with equal slices is the global mean's.
+                loss, state = self.net(inputs, targets, state)
             state = detach_state(state)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -247,8 +289,20 @@ class Trainer:
             tokens += n
             window_tokens += n
             bar.update(seq_len)
-            if step % 20 == 0:
-                window_loss = float(window_sum) / window_tokens  # the one sync, for logging
+            past_deadline = deadline is not None and time.monotonic() > deadline
+            stop = past_deadline and not distributed
+            if step % LOG_EVERY == 0:
+                rank0_past = past_deadline and self.rank == 0
+                window = torch.stack([window_sum, window_sum.new_tensor(float(window_tokens)),
+                                      window_sum.new_tensor(float(rank0_past))])
+                if distributed:
+                    # Summed over ranks: every rank sees the global loss (so all raise on
+                    # divergence together) and rank 0's deadline decision (so all stop
+                    # after the same step; DDP needs every rank in every backward).
+                    all_reduce_tensor(window)
+                w_sum, w_tokens, rank0_stop = window.tolist()  # the one sync, for logging
+                window_loss = w_sum / w_tokens
+                stop = stop or rank0_stop > 0
                 if not math.isfinite(window_loss):
                     raise TrainingDiverged(
                         f"the training loss became {window_loss} in epoch {self.epoch + 1}, "
@@ -259,19 +313,30 @@ class Trainer:
                                 tok_s=f"{tokens * self.world_size / elapsed:,.0f}")
                 window_sum.zero_()
                 window_tokens = 0
-            if deadline is not None and time.monotonic() > deadline:
+            if stop:  # under DDP only at a logging step, where the ranks agreed on it
                 break
         if p.variable_bptt:
             self.optimizer.param_groups[0]["lr"] = base_lr
         bar.close()
-        mean_loss = float(loss_sum) / max(tokens, 1)
+        totals = torch.stack([loss_sum, loss_sum.new_tensor(float(tokens))])
+        if distributed:
+            all_reduce_tensor(totals)  # the epoch's loss and tokens over all B streams
+        loss_total, tokens_total = totals.tolist()
+        tokens = int(tokens_total)
+        mean_loss = loss_total / max(tokens, 1)
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"the training loss became {mean_loss} in epoch "
                                    f"{self.epoch + 1}: lower train.lr or train.clip")
-        return mean_loss, tokens * self.world_size, time.perf_counter() - started
+        return mean_loss, tokens, time.perf_counter() - started
 
     def validate(self) -> float:
-        return evaluate_loss(self.model, self.valid_data, self.params.bptt, self.autocast_dtype)
+        """Mean validation loss; under DDP computed once, by rank 0, and broadcast."""
+        if self.world_size == 1:
+            return evaluate_loss(self.model, self.valid_data, self.params.bptt,
+                                 self.autocast_dtype)
+        loss = (evaluate_loss(self.model, self.valid_data, self.params.bptt,
+                              self.autocast_dtype) if self.rank == 0 else 0.0)
+        return broadcast_from_rank0(loss, self.device)
 
     def fit(self, on_epoch: Callable[[EpochRecord, bool], None] | None = None,
             deadline: float | None = None) -> list[EpochRecord]:
@@ -302,7 +367,8 @@ class Trainer:
             self.history.append(record)
             if on_epoch is not None:
                 on_epoch(record, is_best)
-            if deadline is not None and time.monotonic() > deadline:
+            past_deadline = deadline is not None and time.monotonic() > deadline
+            if rank0_decides(past_deadline, self.device) if self.world_size > 1 else past_deadline:
                 break
         return self.history
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lstmlm.checkpoint import load_model
 from lstmlm.corpus import load_ids
-from lstmlm.errors import run_main
+from lstmlm.errors import LstmlmError, run_main
 from lstmlm.files import write_json
 from lstmlm.params import read_params
 from lstmlm.training import batchify, evaluate_loss, perplexity, set_cpu_threads
@@ -46,7 +46,12 @@ def main() -> None:
     results = {}
     for split, batch_size in (("valid", params.batch_size), ("test", params.test_batch_size)):
         ids = load_ids(args.ids, split, len(vocab))
-        results[split] = evaluate_split(model, ids, batch_size, params.bptt)
+        try:
+            results[split] = evaluate_split(model, ids, batch_size, params.bptt)
+        except ValueError as err:  # batchify: the split is too short for the batch size
+            key = "evaluate.batch_size" if split == "valid" else "evaluate.test_batch_size"
+            raise LstmlmError(f"{args.ids / split}.npy: {err}; use a smaller {key} "
+                              f"(now {batch_size})") from None
         print(f"evaluate: {split} ppl {results[split]['ppl']:.2f} (batch {batch_size}, "
               f"{results[split]['tokens_per_s']:,.0f} tokens/s)", flush=True)
     write_json(args.out, results)

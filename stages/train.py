@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -21,14 +22,20 @@ import torch
 
 from lstmlm.checkpoint import save_checkpoint
 from lstmlm.corpus import load_ids
+from lstmlm.distributed import all_agree, cleanup_distributed, local_world_size, setup_distributed
 from lstmlm.errors import LstmlmError, run_main
 from lstmlm.files import atomic_path, sha256_file
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import as_dict, check_cutoffs, read_params
-from lstmlm.training import EpochRecord, Trainer, pick_device, set_cpu_threads
+from lstmlm.training import (EpochRecord, Trainer, TrainingDiverged, pick_device,
+                             set_cpu_threads)
 from lstmlm.vocab import Vocabulary
 
 RESUME_FILE = "state.pt"
+# A validation loss this many nats per token above a uniform guess's (ln V) is a model whose
+# weights blew up, even when it is still finite (Adam bounds each step, so the loss can stay
+# finite, at 1e13, with an absurd learning rate).
+DIVERGED_NATS = 10.0
 
 
 def fingerprint(params: dict, vocab: Vocabulary, ids_dir: Path) -> str:
@@ -51,6 +58,25 @@ def log_epoch(live, record: EpochRecord) -> None:
     live.log_metric("tokens_per_s", round(record.tokens_per_s, 1))
     live.log_metric("epoch_seconds", round(record.epoch_seconds, 2))
     live.next_step()
+
+
+def read_resume_state(path: Path, run_id: str, say) -> dict | None:
+    """The resume state at ``path`` if there is one and it belongs to this run; otherwise
+    None, and ``say`` tells why (a damaged state is set aside, never a crash)."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or not {"trainer", "best"} <= saved.keys():
+            raise ValueError("not a resume state")
+    except Exception as err:  # torch raises many types for damaged files
+        say(f"train: ignoring {path}: unreadable or damaged ({type(err).__name__}: {err}); "
+            "starting afresh")
+        return None
+    if saved.get("fingerprint") != run_id:
+        say(f"train: ignoring {path}: it belongs to other params or data")
+        return None
+    return saved
 
 
 def install_signal_handlers() -> None:
@@ -84,24 +110,22 @@ def main() -> None:
     train_ids = load_ids(args.ids, "train", len(vocab))
     valid_ids = load_ids(args.ids, "valid", len(vocab))
     if world_size > 1:
-        from lstmlm.distributed import setup_distributed
-
         device = setup_distributed(train_params.device)
     else:
         device = pick_device(train_params.device)
-    threads = set_cpu_threads(train_params.threads) if device.type == "cpu" else 0
+    threads = (set_cpu_threads(train_params.threads, local_world_size())
+               if device.type == "cpu" else 0)
 
     torch.manual_seed(train_params.seed)
     config = ModelConfig.from_params(model_params, len(vocab))
     model = LSTMLanguageModel(config).to(device)
-    ddp_model = None
-    if world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    trainer = Trainer(model, train_ids, valid_ids, train_params, device, rank=rank,
-                      world_size=world_size, ddp_model=ddp_model)
+    # With world_size > 1 the Trainer wraps the model in DistributedDataParallel.
+    try:
+        trainer = Trainer(model, train_ids, valid_ids, train_params, device, rank=rank,
+                          world_size=world_size)
+    except ValueError as err:  # batchify: a split too short for the batch size
+        raise LstmlmError(f"{args.ids}: {err}; use a longer corpus or a smaller "
+                          f"train.batch_size (now {train_params.batch_size})") from None
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         print(f"train: {n_params / 1e6:.1f}M parameters on {device}"
@@ -114,14 +138,15 @@ def main() -> None:
                          vocab, args.ids)
     resume_path = args.resume_dir / RESUME_FILE
     best = {"state_dict": None, "info": None}
-    if resume_path.exists():
-        saved = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if saved.get("fingerprint") == run_id:
+    saved = read_resume_state(resume_path, run_id, print_)
+    if saved is not None:
+        try:
             trainer.load_state_dict(saved["trainer"])
-            best = saved["best"]
-            print_(f"train: resuming after epoch {trainer.epoch} from {resume_path}")
-        else:
-            print_(f"train: ignoring {resume_path}: it belongs to other params or data")
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise LstmlmError(f"{resume_path}: cannot resume from it ({type(err).__name__}: "
+                              f"{err}); delete {args.resume_dir} to start afresh") from None
+        best = saved["best"]
+        print_(f"train: resuming after epoch {trainer.epoch} from {resume_path}")
 
     from dvclive import Live
 
@@ -131,11 +156,23 @@ def main() -> None:
             log_epoch(live, record)
 
     def write_best() -> None:
-        saved_model = LSTMLanguageModel(config)
+        # Building the model draws initial weights: keep that off the training RNG, or a
+        # resumed run (which writes the checkpoint once more) would draw other dropout masks.
+        with torch.random.fork_rng(devices=[]):
+            saved_model = LSTMLanguageModel(config)
         saved_model.load_state_dict(best["state_dict"])
         save_checkpoint(args.checkpoint, saved_model, vocab, args.vocab, best["info"])
 
     def on_epoch(record: EpochRecord, is_best: bool) -> None:
+        # The losses are the same on every rank, so every rank stops here together, before
+        # the diverged model is saved as the checkpoint or the resume state.
+        if record.valid_loss > math.log(len(vocab)) + DIVERGED_NATS:
+            raise TrainingDiverged(
+                f"the validation loss became {record.valid_loss:.3g} nats per token after "
+                f"epoch {record.epoch}, against {math.log(len(vocab)):.2f} for a uniform "
+                f"guess: the model diverged; the learning rate (train.lr={train_params.lr:g}) "
+                f"may be too high or gradient clipping too loose "
+                f"(train.clip={train_params.clip:g})")
         if rank != 0:
             return
         print(f"epoch {record.epoch}: train ppl {record.train_ppl:.1f}, valid ppl "
@@ -150,6 +187,9 @@ def main() -> None:
         with atomic_path(resume_path) as tmp:
             torch.save({"fingerprint": run_id, "trainer": trainer.state_dict(), "best": best}, tmp)
 
+    if not all_agree(trainer.epoch, device):  # each rank read its own --resume-dir
+        raise LstmlmError(f"the {world_size} processes resumed from different epochs: put "
+                          f"{args.resume_dir} on a filesystem that every node shares")
     install_signal_handlers()
     try:
         if best["state_dict"] is not None and rank == 0:
@@ -166,6 +206,7 @@ def main() -> None:
         shutil.rmtree(args.resume_dir, ignore_errors=True)
         print(f"train: best valid ppl {best['info']['valid_ppl']:.1f} at epoch "
               f"{best['info']['epoch']}; checkpoint {args.checkpoint}")
+    cleanup_distributed()
 
 
 def launch_torchrun(nproc: int) -> int:
@@ -175,7 +216,12 @@ def launch_torchrun(nproc: int) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={nproc}", *sys.argv]
     print("train: launching " + " ".join(command), flush=True)
-    return subprocess.call(command)
+    proc = subprocess.Popen(command)
+    # SIGTERM (from whoever stops the stage) goes on to torchrun, which stops the workers;
+    # Ctrl-C reaches them through the terminal's process group, so here it only waits.
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return proc.wait()
 
 
 if __name__ == "__main__":

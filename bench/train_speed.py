@@ -1,0 +1,174 @@
+"""Benchmark: training speed and quality on WikiText-2 for a fixed wall-clock budget.
+
+    python bench/train_speed.py [--minutes 5] [--probe-seconds 60] [--skip-budget]
+
+Prints, in one run and on the same machine:
+  1. tokens/s and valid perplexity after --minutes of training, for the default params
+     (params.yaml) and for the seed notebook's configuration;
+  2. tokens/s of pytorch/examples' 2x200 tied LSTM with a full softmax against the same
+     model with adaptive softmax (target: >= 3x);
+  3. the default model's achieved training FLOP/s as a fraction of this machine's
+     measured fp32 matmul peak (target: >= 50%).
+
+FLOPs are counted analytically (matmuls only; backward = 2x forward), with the adaptive
+softmax tails weighted by how often their words occur as targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from data_speed import find_wikitext  # noqa: E402
+from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus  # noqa: E402
+from lstmlm.model import LSTMLanguageModel, ModelConfig  # noqa: E402
+from lstmlm.params import parse_section, read_params  # noqa: E402
+from lstmlm.training import Trainer, set_cpu_threads  # noqa: E402
+
+# The seed notebook's recipe, as `dvc exp run -S` overrides (see README).
+SEED_OVERRIDES = {
+    "model": {"emb": 800, "hidden": 512, "layers": 2, "dropout": 0.65, "dropout_input": 0.65,
+              "dropout_hidden": 0.65, "dropout_embedding": 0.0, "output": "full",
+              "tie_weights": False},
+    "train": {"optimizer": "adam", "lr": 1.0e-3, "batch_size": 128, "bptt": 50,
+              "stateful": False, "variable_bptt": False},
+}
+# pytorch/examples word_language_model defaults: 2x200, tied, batch 20, bptt 35.
+SMALL_2X200 = {"emb": 200, "hidden": 200, "layers": 2, "dropout": 0.2, "dropout_input": 0.2,
+               "dropout_hidden": 0.2, "dropout_embedding": 0.0}
+
+
+def matmul_peak_gflops(threads: int, n: int = 2048, repeat: int = 10) -> float:
+    """Best fp32 GFLOP/s of a square matmul: the machine's practical peak."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(3):
+        a @ b
+        started = time.perf_counter()
+        for _ in range(repeat):
+            a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 * repeat / best / 1e9
+
+
+def training_flops_per_token(config: ModelConfig, targets: np.ndarray) -> float:
+    """Matmul FLOPs to train on one token (forward + backward = 3x forward)."""
+    c = config
+    forward = 0.0
+    for layer in range(c.layers):
+        n_in = c.emb if layer == 0 else c.hidden
+        forward += 2 * 4 * c.hidden * (n_in + c.hidden)
+    if c.tie_weights and c.hidden != c.emb:
+        forward += 2 * c.hidden * c.emb
+    d = c.out_dim
+    if c.output == "full":
+        forward += 2 * d * c.vocab_size
+    else:
+        edges = [*c.cutoffs, c.vocab_size]
+        forward += 2 * d * (edges[0] + len(c.cutoffs))
+        counts = np.bincount(np.asarray(targets), minlength=c.vocab_size)
+        for i in range(len(c.cutoffs)):
+            share = counts[edges[i]:edges[i + 1]].sum() / counts.sum()
+            hidden = int(d // (c.div_value ** (i + 1)))
+            forward += share * 2 * (d * hidden + hidden * (edges[i + 1] - edges[i]))
+    return 3 * forward
+
+
+def prepare_ids(wikitext: Path, work: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tokenise and tensorise WikiText-2 into ``work``; return train, valid ids, vocab size."""
+    raw = work / "raw"
+    raw.mkdir()
+    for split in ("train", "valid", "test"):
+        (raw / f"{split}.txt").symlink_to(wikitext / f"wiki.{split}.tokens")
+    vocab, _ = tokenise_corpus(raw, work / "tokens", work / "vocab.json", scheme="wikitext")
+    tensorise_corpus(work / "tokens", vocab, work / "ids")
+    return load_ids(work / "ids", "train"), load_ids(work / "ids", "valid"), len(vocab)
+
+
+def run_budget(name: str, model_params, train_params, data, seconds: float) -> dict:
+    """Train for ``seconds`` of wall time; return tokens/s, valid ppl and the config."""
+    train_ids, valid_ids, vocab_size = data
+    train_params = dataclasses.replace(train_params, epochs=1000, max_minutes=0.0,
+                                       early_stop_patience=1000)
+    torch.manual_seed(train_params.seed)
+    config = ModelConfig.from_params(model_params, vocab_size)
+    trainer = Trainer(LSTMLanguageModel(config), train_ids, valid_ids, train_params,
+                      torch.device("cpu"), progress=False)
+    started = time.perf_counter()
+    tokens = 0
+    train_seconds = 0.0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        _, n, s = trainer.train_epoch(deadline)
+        tokens, train_seconds = tokens + n, train_seconds + s
+        trainer.epoch += 1
+    ppl = float(np.exp(trainer.validate()))
+    print(f"  {name:<28} {tokens / train_seconds:>9,.0f} tokens/s   valid ppl {ppl:8.1f}   "
+          f"({tokens:,} tokens, {time.perf_counter() - started:.0f} s incl. validation)",
+          flush=True)
+    return {"tokens_per_s": tokens / train_seconds, "ppl": ppl, "config": config}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="budget per configuration")
+    parser.add_argument("--probe-seconds", type=float, default=60.0,
+                        help="training time for each tokens/s-only measurement")
+    parser.add_argument("--skip-budget", action="store_true",
+                        help="only the speed comparisons (2x200, FLOP/s)")
+    parser.add_argument("--wikitext")
+    args = parser.parse_args()
+
+    threads = set_cpu_threads(0)
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads")
+    params = read_params(ROOT / "params.yaml", "model", "train")
+    default_model, default_train = params["model"], params["train"]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = prepare_ids(find_wikitext(args.wikitext), Path(tmp))
+        budget = args.minutes * 60
+
+        if not args.skip_budget:
+            print(f"\n1. {args.minutes:g} minutes of training each")
+            run_budget("default params", default_model, default_train, data, budget)
+            seed_model = parse_section("model", {**dataclasses.asdict(default_model),
+                                                 **SEED_OVERRIDES["model"]})
+            seed_train = parse_section("train", {**dataclasses.asdict(default_train),
+                                                 **SEED_OVERRIDES["train"]})
+            run_budget("seed notebook config", seed_model, seed_train, data, budget)
+
+        print(f"\n2. 2x200 LSTM, full vs adaptive softmax ({args.probe_seconds:g} s each)")
+        small_train = parse_section("train", {**dataclasses.asdict(default_train),
+                                              "batch_size": 20, "bptt": 35})
+        full = run_budget("2x200 tied, full softmax",
+                          parse_section("model", {**SMALL_2X200, "output": "full",
+                                                  "tie_weights": True}),
+                          small_train, data, args.probe_seconds)
+        adaptive = run_budget("2x200, adaptive softmax",
+                              parse_section("model", {**SMALL_2X200, "output": "adaptive"}),
+                              small_train, data, args.probe_seconds)
+        print(f"  adaptive / full: {adaptive['tokens_per_s'] / full['tokens_per_s']:.1f}x "
+              "(target >= 3x)")
+
+        print(f"\n3. default model: achieved training FLOP/s ({args.probe_seconds:g} s)")
+        result = run_budget("default params", default_model, default_train, data,
+                            args.probe_seconds)
+        flops = training_flops_per_token(result["config"], data[0]) * result["tokens_per_s"]
+        peak = matmul_peak_gflops(threads)
+        print(f"  {flops / 1e9:.1f} GFLOP/s achieved; fp32 matmul peak {peak:.1f} GFLOP/s; "
+              f"{100 * flops / 1e9 / peak:.0f}% of peak (target >= 50%)")
+
+
+if __name__ == "__main__":
+    main()

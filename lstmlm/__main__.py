@@ -1,0 +1,41 @@
+"""``python -m lstmlm COMMAND ...``: dispatch a subcommand to lstmlm/cli.py.
+
+Only argparse is imported here, so ``--help`` and usage errors answer at once; torch is
+loaded by the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import run_main
+
+# command -> (function name in lstmlm.cli, one-line description)
+COMMANDS = {
+    "generate": ("generate_main", "generate text from a trained checkpoint"),
+}
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    """Parse the command name, then hand the remaining arguments to that command."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m lstmlm", description="LSTM word-level language models.",
+        epilog="commands:\n" + "\n".join(f"  {name:10} {doc}" for name, (_, doc) in COMMANDS.items())
+        + "\n\n'python -m lstmlm COMMAND --help' describes a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lstmlm {__version__}")
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND",
+                        help=", ".join(COMMANDS))
+    # Only the first argument is the command's name: its own options (and --help) follow.
+    split = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    args = parser.parse_args(argv[:split + 1])
+    from . import cli
+
+    return getattr(cli, COMMANDS[args.command][0])(argv[split + 1:])
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,483 @@
+"""The DVC workflow end to end, in throw-away git + DVC repos that run the real pipeline
+(dvc.yaml, stages/, lstmlm/) on the tiny corpus with tiny params: what a param change
+reruns, the run-cache, experiments and the queue, a remote, plots, the PR report and the CI
+workflow file.
+
+The pipeline is built once per session (~20 s on 2 cores); each test works on its own copy
+(cache and run-cache included), so it starts from a finished, committed pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_MODEL, TINY_TRAIN, write_tiny_corpus
+from helpers_dvc import (ROOT, STAGES, assert_clean, build_tiny_repo, cached_stages, copy_repo,
+                         dvc, git, ran_stages, read_params, run, set_params, unchanged_stages)
+
+slow = pytest.mark.slow  # everything that runs the pipeline (see pyproject's markers)
+TRAIN_CURVES = ("train/loss", "train/ppl", "valid/loss", "valid/ppl", "lr")
+
+
+def load_pr_report():
+    spec = importlib.util.spec_from_file_location("pr_report", ROOT / "tools" / "pr_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """(repo, output of its first `dvc repro`): the tiny pipeline, run and committed on main."""
+    repo = tmp_path_factory.mktemp("dvc") / "built"
+    output = build_tiny_repo(repo, TINY_MODEL, TINY_TRAIN, write_tiny_corpus)
+    return repo, output
+
+
+@pytest.fixture
+def repo(built, tmp_path):
+    """A fresh copy of the built repo for one test."""
+    return copy_repo(built[0], tmp_path / "repo")
+
+
+@pytest.fixture(scope="module")
+def pr_repo(built, tmp_path_factory):
+    """The built repo after `git checkout -b pr` and `dvc exp run -S model.emb=20`, the
+    result committed on pr: (repo, exp run output, experiment name)."""
+    repo = copy_repo(built[0], tmp_path_factory.mktemp("dvc") / "pr")
+    git(repo, "checkout", "-q", "-b", "pr")
+    output = dvc(repo, "exp", "run", "-S", "model.emb=20")
+    name = re.search(r"Ran experiment\(s\): ([\w-]+)", output).group(1)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "emb 20")
+    return repo, output, name
+
+
+@pytest.fixture
+def pr_copy(pr_repo, tmp_path):
+    return copy_repo(pr_repo[0], tmp_path / "pr")
+
+
+# --- what a change reruns -------------------------------------------------------------
+
+@slow
+def test_first_repro_runs_every_stage_in_order(built):
+    repo, output = built
+    assert ran_stages(output) == list(STAGES)
+    assert (repo / "data" / "model.pt").is_file()
+    assert "# Samples" in (repo / "metrics" / "samples.md").read_text(encoding="utf-8")
+    # Everything git needs for diffs across commits is committed; data/ is DVC's.
+    assert git(repo, "status", "--porcelain") == ""
+    tracked = git(repo, "ls-files").split()
+    for path in ("dvc.lock", "metrics/eval.json", "metrics/data.json", "metrics/samples.md",
+                 "metrics/train/metrics.json", "metrics/train/plots/metrics/valid/ppl.tsv"):
+        assert path in tracked
+
+
+@slow
+def test_second_repro_does_nothing(repo):
+    watched = [repo / "data" / "model.pt", repo / "metrics" / "eval.json", repo / "dvc.lock"]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched}
+    output = dvc(repo, "repro")
+    assert ran_stages(output) == [] and cached_stages(output) == [], output
+    assert unchanged_stages(output) == list(STAGES), output
+    assert "Data and pipelines are up to date." in output
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched} == before
+    assert_clean(repo)
+    assert git(repo, "status", "--porcelain") == ""
+
+
+@slow
+def test_tokenise_params_rerun_tokenise_and_what_its_outputs_change(repo):
+    # Every word of the tiny corpus is frequent: min_freq 2 rebuilds the same vocabulary,
+    # so tokenise reruns and DVC stops there (identical outputs).
+    set_params(repo, {"tokenise": {"min_freq": 2}})
+    output = dvc(repo, "repro")
+    assert ran_stages(output) == ["tokenise"], output
+    assert unchanged_stages(output) == ["download", "tensorise", "train", "evaluate", "sample"]
+
+    # A vocabulary cap changes the vocabulary: everything downstream of tokenise reruns.
+    vocab_size = json.loads((repo / "metrics" / "data.json").read_text())["vocab_size"]
+    set_params(repo, {"tokenise": {"max_size": vocab_size - 2}})
+    output = dvc(repo, "repro")
+    assert ran_stages(output) == ["tokenise", "tensorise", "train", "evaluate", "sample"], output
+    assert unchanged_stages(output) == ["download"]
+    assert json.loads((repo / "metrics" / "data.json").read_text())["vocab_size"] == vocab_size - 2
+    assert_clean(repo)
+
+
+@slow
+def test_sample_param_reruns_only_sample(repo):
+    output = dvc(repo, "exp", "run", "-S", "sample.words=12")
+    assert ran_stages(output) == ["sample"], output
+    assert unchanged_stages(output) == ["download", "tokenise", "tensorise", "train", "evaluate"]
+    assert read_params(repo)["sample"]["words"] == 12  # -S leaves params.yaml changed
+    assert "12 words" in (repo / "metrics" / "samples.md").read_text(encoding="utf-8")
+
+
+@slow
+def test_model_param_reruns_train_evaluate_sample(pr_repo):
+    repo, output, name = pr_repo
+    assert ran_stages(output) == ["train", "evaluate", "sample"], output
+    assert unchanged_stages(output) == ["download", "tokenise", "tensorise"]
+    assert name in dvc(repo, "exp", "list", "--name-only", "--rev", "main")
+
+
+@slow
+def test_earlier_params_come_back_from_the_run_cache(pr_copy):
+    repo = pr_copy
+    git(repo, "checkout", "-q", "main", "--", "params.yaml")  # back to model.emb 16
+    output = dvc(repo, "repro")
+    assert {"train", "evaluate"} <= set(cached_stages(output)), output
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in output
+    assert "train" not in ran_stages(output)
+    # The restored files are main's, byte for byte (timings included).
+    for path in ("metrics/eval.json", "metrics/train/metrics.json"):
+        assert (repo / path).read_text(encoding="utf-8") == git(repo, "show", f"main:{path}")
+    assert_clean(repo)
+
+
+# --- experiments ----------------------------------------------------------------------
+
+def wait_for_queue(repo: Path, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = dvc(repo, "queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue not done after {timeout:.0f}s:\n{status}")
+        time.sleep(3)
+
+
+def experiments(repo: Path) -> dict[str, dict]:
+    """name -> exp show's data of each experiment of HEAD."""
+    found = {}
+    for row in json.loads(dvc(repo, "exp", "show", "--json")):
+        for exp in row.get("experiments") or []:
+            for rev in exp["revs"]:
+                found[rev["name"]] = rev["data"]
+    return found
+
+
+@slow
+def test_queued_sweep_apply_and_branch(pr_copy):
+    repo = pr_copy
+    git(repo, "checkout", "-q", "main")
+    dvc(repo, "checkout", "-q")
+    assert_clean(repo)
+    output = dvc(repo, "exp", "run", "--queue", "-S", "model.emb=18,20")
+    names = re.findall(r"Queued experiment '([\w-]+)'", output)
+    assert len(names) == 2, output
+    try:
+        dvc(repo, "queue", "start", "-j", "1")
+        status = wait_for_queue(repo)
+    finally:
+        dvc(repo, "queue", "stop", "--kill", check=False)
+    logs = {n: dvc(repo, "queue", "logs", n, check=False) for n in names}
+    assert status.count("Success") == 2, f"{status}\n{logs}"
+
+    # Queued runs execute in a temp copy: they ran from tracked files alone, and each has
+    # its params and metrics. emb 20 was trained on branch pr already: run-cache.
+    assert "Stage 'train' is cached" in "".join(logs.values())
+    found = experiments(repo)
+    embs = {}
+    for name in names:
+        data = found[name]
+        emb = data["params"]["params.yaml"]["data"]["model"]["emb"]
+        embs[emb] = name
+        metrics = data["metrics"]["metrics/eval.json"]["data"]
+        assert metrics["valid"]["ppl"] > 1 and metrics["test"]["ppl"] > 1
+    assert set(embs) == {18, 20}
+
+    # The view in docs/experiments.md: changed params and the perplexities, nothing else.
+    table = dvc(repo, *load_pr_report().EXP_SHOW_ARGS, "--md")
+    header = table.splitlines()[0]
+    for column in ("model.emb", "test.ppl", "metrics/eval.json:valid.ppl", "train.ppl"):
+        assert column in header, table
+    for column in ("tokens_per_s", "loss", "model.hidden", "data/ids", "lstmlm/"):
+        assert column not in header, table
+    for name in names:
+        assert name in table
+
+    # Keep one: as a git branch, and applied to the workspace (outputs checked out).
+    branch_18 = embs[18]
+    dvc(repo, "exp", "branch", branch_18, "emb18")
+    assert yaml.safe_load(git(repo, "show", "emb18:params.yaml"))["model"]["emb"] == 18
+    dvc(repo, "exp", "apply", branch_18)
+    assert read_params(repo)["model"]["emb"] == 18
+    assert (repo / "metrics/eval.json").read_text() == git(repo, "show", "emb18:metrics/eval.json")
+    assert_clean(repo)
+
+
+# --- remote ---------------------------------------------------------------------------
+
+@slow
+def test_push_then_a_clone_pulls_and_has_nothing_to_run(repo, tmp_path):
+    remote = tmp_path / "remote"
+    dvc(repo, "remote", "add", "-d", "storage", str(remote))
+    git(repo, "commit", "-q", "-am", "DVC remote")
+    dvc(repo, "push")
+    assert any(remote.rglob("*"))
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    assert not (clone / "data" / "model.pt").exists()
+    dvc(clone, "pull")
+    assert (clone / "data" / "model.pt").is_file()
+    output = dvc(clone, "repro")
+    assert ran_stages(output) == [] and cached_stages(output) == [], output
+    assert_clean(clone)
+
+
+# --- plots ----------------------------------------------------------------------------
+
+def vega_specs(html: str) -> dict[str, dict]:
+    """div id -> the Vega-Lite spec dvc wrote into it."""
+    return {m.group(1): json.loads(m.group(2)) for m in re.finditer(
+        r'<div id = "([^"]+)">\s*<script type = "text/javascript">\s*var spec = (\{.*\});', html)}
+
+
+def curve_data(specs: dict[str, dict], curve: str) -> list[list[dict]]:
+    """The data of every chart drawn from metrics/train/plots/metrics/<curve>.tsv."""
+    needle = f"metrics/train/plots/metrics/{curve}.tsv"
+    return [spec["data"]["values"] for spec in specs.values()
+            if spec["title"]["text"].endswith(needle)]
+
+
+@slow
+def test_plots_show_and_diff_render_the_training_curves(pr_copy):
+    repo = pr_copy
+    (repo / "out").mkdir()  # dvc makes the output folder, not its parents
+    out = dvc(repo, "plots", "show", "-o", "out/show")
+    assert "out/show/index.html" in out
+    specs = vega_specs((repo / "out/show/index.html").read_text(encoding="utf-8"))
+    for curve in TRAIN_CURVES:
+        charts = curve_data(specs, curve)
+        assert charts, f"no chart for {curve}: {sorted(specs)}"
+        column = curve.rsplit("/", 1)[-1]
+        tsv = (repo / f"metrics/train/plots/metrics/{curve}.tsv").read_text().split()
+        expected = [float(v) for v in tsv[3::2]]  # header "step <name>", then rows
+        for values in charts:
+            assert [float(v[column]) for v in values] == expected
+            assert [int(v["step"]) for v in values] == list(range(TINY_TRAIN["epochs"]))
+
+    dvc(repo, "plots", "diff", "main", "-o", "out/diff")
+    specs = vega_specs((repo / "out/diff/index.html").read_text(encoding="utf-8"))
+    for values in curve_data(specs, "valid/ppl"):
+        by_rev = {}
+        for v in values:
+            by_rev.setdefault(v["rev"], []).append(float(v["ppl"]))
+        assert set(by_rev) == {"main", "workspace"}
+        assert by_rev["main"] != by_rev["workspace"]  # emb 16 vs 20
+
+
+@slow
+@pytest.mark.xfail(reason="dvc.yaml names metrics/train/plots/metrics twice (train's plots: "
+                          "output and the top-level plots:), so dvc draws each chart twice",
+                   raises=AssertionError, strict=False)
+def test_each_training_curve_is_drawn_once(pr_copy):
+    (pr_copy / "out").mkdir()
+    dvc(pr_copy, "plots", "show", "-o", "out/show")
+    specs = vega_specs((pr_copy / "out/show/index.html").read_text(encoding="utf-8"))
+    assert all(len(curve_data(specs, c)) == 1 for c in TRAIN_CURVES), sorted(specs)
+
+
+class DrawnPlots(HTMLParser):
+    """Which plot divs of a rendered page contain a <canvas> or <svg> (Vega's output)."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids, self.drawn = set(ids), set()
+        self.current, self.depth = None, 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "div":
+            if self.current:
+                self.depth += 1
+            elif dict(attrs).get("id") in self.ids:
+                self.current, self.depth = dict(attrs)["id"], 1
+        elif tag in ("canvas", "svg") and self.current:
+            self.drawn.add(self.current)
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self.current:
+            self.depth -= 1
+            if self.depth == 0:
+                self.current = None
+
+
+def may_install() -> bool:
+    return (hasattr(os, "geteuid") and os.geteuid() == 0
+            and (os.environ.get("CI") == "true" or os.environ.get("LSTMLM_INSTALL_CHROMIUM") == "1"))
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if not may_install():
+        pytest.skip("no chromium; to install Debian's package, run as root with CI=true or "
+                    "LSTMLM_INSTALL_CHROMIUM=1 (or `apt-get install chromium`)")
+    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, timeout=900,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("chromium") or pytest.fail("apt-get installed no chromium")
+
+
+def vega_libraries(dest: Path) -> list[str]:
+    """Puts vega, vega-lite and vega-embed (the versions dvc's HTML asks the CDN for) in
+    ``dest``: from $LSTMLM_VEGA_DIR, else from the npm registry with `npm pack`."""
+    from dvc_render.vega import VegaRenderer
+
+    wanted = re.findall(r"npm/(vega[\w-]*)@([\d.]+)", VegaRenderer.SCRIPTS)
+    assert [n for n, _ in wanted] == ["vega", "vega-lite", "vega-embed"], VegaRenderer.SCRIPTS
+    files = [f"{name}.min.js" for name, _ in wanted]
+    local = os.environ.get("LSTMLM_VEGA_DIR")
+    if local:
+        for file in files:
+            shutil.copy(Path(local) / file, dest / file)
+        return files
+    if not shutil.which("npm") or not (os.environ.get("CI") == "true"
+                                       or os.environ.get("LSTMLM_INSTALL_CHROMIUM") == "1"):
+        pytest.skip("the charts need vega/vega-lite/vega-embed: set LSTMLM_VEGA_DIR to a folder "
+                    "with their .min.js, or allow `npm pack` (CI=true or LSTMLM_INSTALL_CHROMIUM=1)")
+    packs = dest / "npm"
+    packs.mkdir()
+    proc = subprocess.run(["npm", "pack", "--silent", *(f"{n}@{v}" for n, v in wanted)],
+                          cwd=packs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300)
+    if proc.returncode != 0:
+        pytest.skip(f"`npm pack` failed (no registry?): {proc.stdout[-500:]}")
+    for (name, version), file in zip(wanted, files):
+        with tarfile.open(packs / f"{name}-{version}.tgz") as tar:
+            member = tar.extractfile(f"package/build/{file}")
+            (dest / file).write_bytes(member.read())
+    return files
+
+
+@slow
+def test_plots_draw_in_headless_chromium(pr_copy, tmp_path):
+    """dvc's HTML loads Vega from cdn.jsdelivr.net, which an offline machine can't reach: the
+    page then draws nothing. `dvc plots show --html-template` (or `dvc config
+    plots.html_template`) takes a page without the `{scripts}` placeholder, so the test gives
+    it one that loads the three libraries from files beside index.html."""
+    from dvc_render.html import PAGE_HTML
+
+    browser = chromium()
+    out = pr_copy / "out" / "diff"
+    out.mkdir(parents=True)
+    files = vega_libraries(out)
+    template = tmp_path / "offline.html"
+    template.write_text(PAGE_HTML.replace(
+        "{scripts}", "\n".join(f'<script src="{f}"></script>' for f in files)), encoding="utf-8")
+    dvc(pr_copy, "plots", "diff", "main", "--html-template", str(template), "-o", str(out))
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "cdn.jsdelivr.net" not in page
+    ids = list(vega_specs(page))
+    assert len(ids) >= len(TRAIN_CURVES)
+
+    profile = tmp_path / "chromium-profile"
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
+         (out / "index.html").as_uri()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parser = DrawnPlots(ids)
+    parser.feed(proc.stdout)
+    assert parser.drawn == set(ids), f"not drawn: {sorted(set(ids) - parser.drawn)}"
+
+
+# --- PR report ------------------------------------------------------------------------
+
+def eval_ppl(text: str) -> tuple[float, float]:
+    data = json.loads(text)
+    return data["valid"]["ppl"], data["test"]["ppl"]
+
+
+@slow
+def test_pr_report_compares_workspace_and_experiment_with_main(pr_repo, tmp_path):
+    repo, _, exp_name = pr_repo
+    repo = copy_repo(repo, tmp_path / "pr")
+    run(["python", "tools/pr_report.py", "--base", "main", "--out", "out/report.md",
+         "--plots-dir", "out/plots", "--strict"], repo)
+    report = (repo / "out/report.md").read_text(encoding="utf-8")
+    assert report.startswith("# Pipeline report: `workspace` vs `main`")
+    assert re.search(r"\|\s*params\.yaml\s*\|\s*model\.emb\s*\|\s*16\s*\|\s*20\s*\|", report), report
+    assert "sample.words" not in report  # only what changed
+    before = eval_ppl(git(repo, "show", "main:metrics/eval.json"))
+    after = eval_ppl((repo / "metrics/eval.json").read_text())
+    for old, new in zip(before, after):
+        assert re.search(rf"\|\s*{old:g}\s*\|\s*{new:g}\s*\|", report), (old, new, report)
+    assert "tokens_per_s" not in report and "epoch_seconds" not in report
+    assert "out/plots/index.html" in report and (repo / "out/plots/index.html").is_file()
+    samples_main = git(repo, "show", "main:metrics/samples.md")
+    samples_now = (repo / "metrics/samples.md").read_text(encoding="utf-8")
+    assert samples_main != samples_now
+    for text in (samples_main, samples_now):
+        first_sample = re.search(r"^\*\*.*$", text, flags=re.M).group(0)
+        assert first_sample in report
+
+    # The same against an experiment name, from a clean main checkout.
+    git(repo, "checkout", "-q", "main")
+    run(["python", "tools/pr_report.py", "--rev", exp_name, "--out", "out/exp.md",
+         "--plots-dir", "out/exp-plots", "--strict", "--experiments"], repo)
+    report = (repo / "out/exp.md").read_text(encoding="utf-8")
+    assert f"`{exp_name}` vs `main`" in report
+    assert re.search(r"model\.emb\s*\|\s*16\s*\|\s*20\s*\|", report), report
+    assert samples_now.splitlines()[2] in report  # the experiment's samples, not the workspace's
+    assert "## Experiments" in report and exp_name in report.split("## Experiments")[1]
+
+
+def test_pr_report_markdown_helpers():
+    pr_report = load_pr_report()
+    assert pr_report.drop_rows("| a | b |\n|---|---|\n| x | tokens_per_s |\n", re.compile("tokens")) == ""
+    assert pr_report.demote("# A\ntext\n## B\n") == "### A\ntext\n#### B\n"
+
+
+# --- CI workflow and docs -------------------------------------------------------------
+
+def test_pr_workflow_is_valid_and_posts_the_report():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/pr.yml").read_text(encoding="utf-8"))
+    triggers = workflow.get("on", workflow.get(True))  # PyYAML reads a bare `on` as True
+    assert "pull_request" in triggers
+    assert workflow["permissions"]["pull-requests"] == "write"
+    (job,) = workflow["jobs"].values()
+    steps = job["steps"]
+    uses = {s["uses"].split("@")[0]: s for s in steps if "uses" in s}
+    assert uses["actions/checkout"]["with"]["fetch-depth"] == 0
+    assert str(uses["actions/setup-python"]["with"]["python-version"]) == "3.11"
+    script = "\n".join(s.get("run", "") for s in steps)
+    assert "make venv" in script and "make pipeline" in script
+    assert "tools/pr_report.py" in script
+    comment = next(s for s in steps if "gh pr comment" in s.get("run", ""))
+    assert "${{ github.event.number }}" in comment["run"] and "--body-file report.md" in comment["run"]
+    assert comment["env"]["GH_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
+    assert "WIKITEXT_DIR" not in json.dumps(workflow)  # the pipeline downloads WikiText-2
+
+
+def test_docs_show_the_exp_show_command_the_report_uses():
+    import shlex
+
+    docs = (ROOT / "docs/experiments.md").read_text(encoding="utf-8")
+    assert "dvc " + shlex.join(load_pr_report().EXP_SHOW_ARGS) in docs
+    for command in ("dvc exp run --queue", "dvc queue start", "dvc exp apply", "dvc exp branch",
+                    "dvc remote add", "dvc push", "dvc pull", "pip install dvc-s3",
+                    "tools/pr_report.py"):
+        assert command in docs, command

@@ -1,0 +1,498 @@
+"""Generation: the sampling library (statistically, on tiny models) and the CLI
+(`python -m lstmlm generate`, as subprocesses on a tiny checkpoint)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import write_tiny_corpus
+from lstmlm import generate as gen
+from lstmlm.checkpoint import CheckpointError, save_checkpoint
+from lstmlm.corpus import tokenise_corpus
+from lstmlm.errors import LstmlmError
+from lstmlm.generate import (Generator, SamplingOptions, StreamDetokeniser, greedy_adaptive,
+                             load_generator, nucleus_threshold, sample_adaptive,
+                             sample_from_log_probs)
+from lstmlm.model import LSTMLanguageModel, ModelConfig
+from lstmlm.text import EOS, UNK, detokenise
+from lstmlm.vocab import Vocabulary
+
+torch.set_num_threads(1)
+
+DRAWS = 20_000
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny untrained checkpoint and its vocabulary (44 words; <unk> is never seen in
+    the corpus, so it is the last id, in the second tail cluster)."""
+    root = tmp_path_factory.mktemp("tiny")
+    vocab, _ = tokenise_corpus(write_tiny_corpus(root / "raw"), root / "tok", root / "vocab.json",
+                               scheme="wikitext")
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=len(vocab), emb=16, hidden=24, layers=2,
+                                          cutoffs=(10, 30))).eval()
+    save_checkpoint(root / "model.pt", model, vocab, root / "vocab.json", {"epoch": 1})
+    return root, model, vocab
+
+
+def word_vocab(n: int, unk_first: bool = False) -> Vocabulary:
+    words = [f"w{i}" for i in range(n - 2)]
+    words = [UNK, EOS] + words if unk_first else [EOS] + words + [UNK]
+    return Vocabulary(tuple(words), tuple(range(n, 0, -1)))
+
+
+def adaptive_model(seed: int = 0) -> tuple[LSTMLanguageModel, torch.Tensor]:
+    """Vocabulary 60, cutoffs [10, 30], and features h under which the head words hold
+    0.4 of the mass and each tail cluster 0.3, with far from uniform clusters."""
+    torch.manual_seed(seed)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=60, emb=8, hidden=16, layers=1,
+                                          cutoffs=(10, 30), div_value=2.0)).eval()
+    with torch.no_grad():
+        for param in model.decoder.parameters():
+            param.normal_(0, 0.6)
+        h = torch.randn(1, 16)
+        head = nn.Linear(16, 12)  # with a bias, to set the clusters' mass
+        head.weight.normal_(0, 0.6)
+        head.weight[10:] = 0
+        head.bias.zero_()
+        head.bias[10:] = torch.logsumexp(head(h)[0, :10], 0) + math.log(0.75)
+        model.decoder.head = head
+    return model, h
+
+
+def draw_counts(sampler, n: int, size: int, seed: int = 1) -> torch.Tensor:
+    rng = random.Random(seed)
+    counts = torch.zeros(size, dtype=torch.float64)
+    with torch.inference_mode():
+        for _ in range(n):
+            counts[sampler(rng)] += 1
+    return counts
+
+
+def fits(counts: torch.Tensor, probs: torch.Tensor) -> tuple[bool, str]:
+    """Chi-square (p ~ 1e-6 critical value) and total variation (< 0.03) of counts
+    against probs. Bins expected below 5 draws are pooled."""
+    probs = probs.double() / probs.double().sum()
+    n = float(counts.sum())
+    if bool((counts[probs == 0] > 0).any()):
+        return False, "drew a word of probability 0"
+    expected = probs * n
+    small = expected < 5
+    observed = torch.cat([counts[~small], counts[small].sum().view(1)])
+    expected = torch.cat([expected[~small], expected[small].sum().view(1)])
+    keep = expected > 0
+    chi2 = float(((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+    df = int(keep.sum()) - 1
+    z = 4.75  # Wilson-Hilferty approximation of the chi-square quantile at 1 - 1e-6
+    critical = df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+    tv = 0.5 * float((counts / n - probs).abs().sum())
+    return chi2 < critical and tv < 0.03, f"chi2 {chi2:.0f} (critical {critical:.0f}), tv {tv:.4f}"
+
+
+# ---------------------------------------------------------------------- adaptive sampling
+
+
+def wrong_adaptive(bug: str):
+    """sample_adaptive with one deliberate bug in the tail draw, for checking the check."""
+    def sampler(decoder, h, rng):
+        head = F.softmax(decoder.head(h)[0], -1)
+        choice = gen._draw(head, rng)
+        if choice < decoder.shortlist_size:
+            return choice
+        cluster = choice - decoder.shortlist_size
+        start, end = decoder.cutoffs[cluster], decoder.cutoffs[cluster + 1]
+        logits = decoder.tail[cluster](h)[0]
+        if bug == "uniform tail":
+            return start + rng.randrange(end - start)
+        if bug == "tail at temperature 1.5":
+            return start + gen._draw(F.softmax(logits / 1.5, -1), rng)
+        if bug == "off by one":
+            return start + (gen._draw(F.softmax(logits, -1), rng) + 1) % (end - start)
+        raise ValueError(bug)
+    return sampler
+
+
+def test_adaptive_sampling_follows_the_full_distribution():
+    model, h = adaptive_model()
+    decoder = model.decoder
+    with torch.no_grad():
+        probs = model.log_probs(h)[0].exp()
+    assert 0.25 < float(probs[10:30].sum()) and 0.25 < float(probs[30:].sum())  # real tail mass
+    counts = draw_counts(lambda rng: sample_adaptive(decoder, h, [], rng), DRAWS, 60)
+    ok, stats = fits(counts, probs)
+    assert ok, stats
+    assert counts[10:].sum() > 0.5 * DRAWS  # the tails were really drawn from
+
+
+@pytest.mark.parametrize("bug", ["uniform tail", "tail at temperature 1.5", "off by one"])
+def test_the_statistical_check_catches_a_wrong_tail_draw(bug):
+    model, h = adaptive_model()
+    with torch.no_grad():
+        probs = model.log_probs(h)[0].exp()
+    wrong = wrong_adaptive(bug)
+    counts = draw_counts(lambda rng: wrong(model.decoder, h, rng), DRAWS, 60)
+    ok, stats = fits(counts, probs)
+    assert not ok, f"a sampler with bug {bug!r} passed: {stats}"
+
+
+def test_adaptive_sampling_with_banned_words_in_head_and_tail():
+    """Head words are masked, tail words rejected: both give the conditional distribution."""
+    model, h = adaptive_model()
+    with torch.no_grad():
+        probs = model.log_probs(h)[0].exp()
+    # A head word, and the most likely word of each tail cluster: many rejections.
+    banned = [3, 10 + int(probs[10:30].argmax()), 30 + int(probs[30:].argmax())]
+    probs[banned] = 0
+    counts = draw_counts(lambda rng: sample_adaptive(model.decoder, h, banned, rng), DRAWS, 60)
+    ok, stats = fits(counts, probs)
+    assert ok, stats
+
+
+def test_plain_sampling_never_computes_the_full_distribution(tiny, monkeypatch):
+    _, model, vocab = tiny
+    generator = Generator(model, vocab)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the full distribution was computed")
+    monkeypatch.setattr(model.decoder, "log_prob", forbidden)
+    monkeypatch.setattr(model, "log_probs", forbidden)
+    for allow_unk in (True, False):  # <unk> is a tail word here: banned by rejection
+        options = SamplingOptions(words=30, seed=0, allow_unk=allow_unk)
+        assert len(generator.generate("the cat", options).tokens) == 30
+
+
+# ---------------------------------------------------------------------- filters
+
+
+def test_temperature_sampling_follows_the_tempered_distribution():
+    torch.manual_seed(0)
+    log_probs = torch.randn(40).mul(2).log_softmax(-1)
+    options = SamplingOptions(temperature=0.7)
+    counts = draw_counts(lambda rng: sample_from_log_probs(log_probs, options, [], rng),
+                         DRAWS, 40)
+    ok, stats = fits(counts, (log_probs / 0.7).softmax(-1))
+    assert ok, stats
+    assert not fits(counts, log_probs.exp())[0]  # and temperature 1 is told apart
+
+
+def reference_nucleus(probs: torch.Tensor, top_p: float) -> set[int]:
+    """Sort-based top-p: the most likely words up to the one where the mass reaches p."""
+    ordered, order = torch.sort(probs.double(), descending=True)
+    cumulative = ordered.cumsum(0)
+    last = int(torch.searchsorted(cumulative, top_p * float(cumulative[-1])))
+    return set(order[:last + 1].tolist())
+
+
+@pytest.mark.parametrize("scale, size", [(0.0, 1000), (0.3, 5000), (3.0, 5000), (8.0, 33278)])
+def test_nucleus_threshold_matches_sorting(scale, size):
+    torch.manual_seed(size)
+    probs = (torch.randn(size) * scale).softmax(-1)
+    probs[:10] = 0  # banned words
+    for top_p in (1e-9, 0.1, 0.5, 0.9, 0.95, 0.999):
+        kept = set(torch.nonzero(probs >= nucleus_threshold(probs, top_p)).view(-1).tolist())
+        if scale == 0.0:  # all tied: the whole tied set is kept
+            assert kept == set(range(10, size))
+        else:
+            assert kept == reference_nucleus(probs, top_p), top_p
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    torch.manual_seed(1)
+    log_probs = torch.randn(50).log_softmax(-1)
+    top5 = set(torch.topk(log_probs, 5).indices.tolist())
+    counts = draw_counts(lambda rng: sample_from_log_probs(
+        log_probs, SamplingOptions(top_k=5, temperature=1.3), [], rng), 2000, 50)
+    assert set(torch.nonzero(counts).view(-1).tolist()) == top5
+    nucleus = reference_nucleus(log_probs.exp(), 0.6)
+    counts = draw_counts(lambda rng: sample_from_log_probs(
+        log_probs, SamplingOptions(top_p=0.6), [], rng), 2000, 50)
+    assert set(torch.nonzero(counts).view(-1).tolist()) == nucleus
+
+
+@pytest.mark.parametrize("output", ["adaptive", "full"])
+def test_greedy_top_k_1_and_tiny_top_p_give_the_argmax(output):
+    torch.manual_seed(2)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=60, emb=8, hidden=16, layers=1,
+                                          output=output, cutoffs=(10, 30))).eval()
+    generator = Generator(model, word_vocab(60))
+    rng = random.Random(0)
+    for _ in range(20):
+        h = torch.randn(1, 16) * 3
+        with torch.no_grad():
+            log_probs = model.log_probs(h)[0]
+        log_probs[generator.vocab.unk_id] = -math.inf
+        best = int(log_probs.argmax())
+        for options in (SamplingOptions(temperature=0), SamplingOptions(top_k=1),
+                        SamplingOptions(top_p=1e-6), SamplingOptions(temperature=0.5, top_k=1)):
+            assert generator.next_token(h, options, rng) == best, options
+
+
+def test_greedy_adaptive_looks_into_the_tails():
+    model, h = adaptive_model()
+    with torch.no_grad():
+        model.decoder.head.bias[11] += 2.0  # cluster 1 now holds most of the mass
+        log_probs = model.log_probs(h)[0]
+        assert int(log_probs.argmax()) >= 30  # the best word is a tail word here
+        assert greedy_adaptive(model.decoder, h, []) == int(log_probs.argmax())
+        best = int(log_probs.argmax())
+        log_probs[best] = -math.inf
+        assert greedy_adaptive(model.decoder, h, [best]) == int(log_probs.argmax())
+
+
+# ---------------------------------------------------------------------- generator
+
+
+def unk_loving_model(output: str, vocab: Vocabulary) -> LSTMLanguageModel:
+    """A model that puts ~90% of the mass on <unk>, wherever its id lies."""
+    torch.manual_seed(3)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=len(vocab), emb=8, hidden=16, layers=1,
+                                          output=output, cutoffs=(10, 30))).eval()
+    unk = vocab.unk_id
+    with torch.no_grad():
+        if output == "full":
+            model.decoder.bias[unk] = 8.0
+        elif unk < 10:
+            model.decoder.head = nn.Linear(16, 12)
+            model.decoder.head.bias.zero_()
+            model.decoder.head.bias[unk] = 8.0
+        else:  # in the second tail cluster: make the cluster and <unk> in it likely
+            model.decoder.head = nn.Linear(16, 12)
+            model.decoder.head.bias.zero_()
+            model.decoder.head.bias[11] = 8.0
+            last = model.decoder.tail[1][1]
+            model.decoder.tail[1][1] = nn.Linear(last.in_features, last.out_features)
+            model.decoder.tail[1][1].weight.zero_()
+            model.decoder.tail[1][1].bias.zero_()
+            model.decoder.tail[1][1].bias[unk - 30] = 8.0
+    return model
+
+
+@pytest.mark.parametrize("output, unk_first", [("full", False), ("adaptive", True),
+                                               ("adaptive", False)])
+def test_unk_is_never_drawn_unless_allowed(output, unk_first):
+    vocab = word_vocab(44, unk_first)
+    generator = Generator(unk_loving_model(output, vocab), vocab)
+    allowed = generator.generate("w1 w2", SamplingOptions(words=100, seed=0, allow_unk=True))
+    assert allowed.tokens.count(UNK) > 60  # <unk> is what this model likes best
+    for options in (SamplingOptions(words=100, seed=0), SamplingOptions(words=100, temperature=0),
+                    SamplingOptions(words=100, temperature=0.8, top_p=0.95, seed=1),
+                    SamplingOptions(words=100, top_k=3, seed=2)):
+        assert UNK not in generator.generate("w1 w2", options).tokens, options
+
+
+def test_stop_at_eos(tiny):
+    _, model, vocab = tiny
+    eos_model = LSTMLanguageModel(model.config).eval()
+    eos_model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        head = nn.Linear(eos_model.decoder.head.in_features, eos_model.decoder.head.out_features)
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[vocab.eos_id] = 3.0  # p(<eos>) ~ 0.65
+        eos_model.decoder.head = head
+    generator = Generator(eos_model, vocab)
+    for seed in range(5):
+        stopped = generator.generate("the cat", SamplingOptions(words=40, seed=seed,
+                                                                stop_at_eos=True)).tokens
+        assert stopped[-1] == EOS and EOS not in stopped[:-1]
+        full = generator.generate("the cat", SamplingOptions(words=40, seed=seed)).tokens
+        assert len(full) == 40 and full[:len(stopped)] == stopped
+
+
+def test_seeds_reproduce(tiny):
+    _, model, vocab = tiny
+    generator = Generator(model, vocab)
+    for options in (SamplingOptions(words=30, seed=7), SamplingOptions(words=30, seed=7,
+                                                                       temperature=0.8, top_p=0.9)):
+        first = generator.generate("the cat", options).tokens
+        torch.manual_seed(123)  # the global RNG plays no part
+        assert generator.generate("the cat", options).tokens == first
+    assert (generator.generate("the cat", SamplingOptions(words=30, seed=1)).tokens
+            != generator.generate("the cat", SamplingOptions(words=30, seed=2)).tokens)
+
+
+def test_fast_step_and_chunked_priming_match_the_model(tiny, monkeypatch):
+    """The fused LSTM step and the chunked priming compute what model.forward does."""
+    _, model, vocab = tiny
+    for config in (model.config,
+                   ModelConfig(vocab_size=len(vocab), emb=8, hidden=12, layers=3, output="full",
+                               tie_weights=True)):  # tied: with a projection 12 -> 8
+        torch.manual_seed(0)
+        m = LSTMLanguageModel(config).eval()
+        generator = Generator(m, vocab)
+        ids = torch.randint(0, len(vocab), (23,)).tolist()
+        with torch.no_grad():
+            expected, _ = m(torch.tensor(ids).view(-1, 1))
+        monkeypatch.setattr(gen, "PRIME_CHUNK", 4)
+        features, state = generator.prime(ids[:9])
+        assert torch.allclose(features, expected[8], atol=1e-5)
+        stepper = gen._Stepper(m, state)
+        with torch.inference_mode():
+            for t in range(9, 23):
+                assert torch.allclose(stepper.step(ids[t]), expected[t], atol=1e-5), t
+
+
+def test_prompts_unknown_words_and_odd_text(tiny):
+    _, model, vocab = tiny
+    generator = Generator(model, vocab)
+    ids, unknown = generator.encode_prompt("the Zorblax cat Zorblax ate")
+    assert ids == [vocab.eos_id] + vocab.encode(["the", "Zorblax", "cat", "Zorblax", "ate"])
+    assert unknown == ["Zorblax", "ate"]
+    assert generator.encode_prompt("") == ([vocab.eos_id], [])
+    options = SamplingOptions(words=5, seed=0)
+    for prompt in ("", "qwerty zxcv", "🙂 שָׁלוֹם مرحبا e\u0301\u0301", "a\x00b\ttab\r\n",
+                   "the cat " * 12_000):  # the last is ~100 KB, 24k tokens
+        generation = generator.generate(prompt, options)
+        assert len(generation.tokens) == 5
+        assert isinstance(generation.text, str)
+    assert generator.generate("🙂 x", options).unknown_words == ["🙂", "x"]
+
+
+@pytest.mark.parametrize("bad", [dict(words=0), dict(words=-1), dict(words=2.5),
+                                 dict(temperature=-0.1), dict(temperature=math.nan),
+                                 dict(temperature=math.inf), dict(top_k=-1), dict(top_p=0),
+                                 dict(top_p=1.01), dict(top_p=math.nan), dict(seed="1")])
+def test_bad_options_are_refused(bad):
+    with pytest.raises(LstmlmError):
+        SamplingOptions(**bad)
+
+
+def test_load_generator_finds_and_checks_the_vocabulary(tiny, tmp_path):
+    root, model, vocab = tiny
+    generator, payload = load_generator(root / "model.pt")
+    assert generator.vocab == vocab and payload["info"]["epoch"] == 1
+    # Moved elsewhere, the vocabulary is found beside the checkpoint.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    save_checkpoint(moved / "model.pt", model, vocab, tmp_path / "gone" / "vocab.json")
+    with pytest.raises(LstmlmError, match="not found"):
+        load_generator(moved / "model.pt")
+    vocab.save(moved / "vocab.json")
+    assert load_generator(moved / "model.pt")[0].vocab == vocab
+    other = word_vocab(len(vocab))
+    other.save(tmp_path / "other.json")
+    with pytest.raises(CheckpointError, match="not the one the model was trained with"):
+        load_generator(root / "model.pt", tmp_path / "other.json")
+
+
+# ---------------------------------------------------------------------- detokenising
+
+
+def test_stream_detokeniser_matches_detokenise():
+    alphabet = ["a", "b", "cat", "(", "$", "x(", ".", ",", "'s", "n't", ")", "%", "@-@", "@,@",
+                "@.@", EOS, "'"]
+    rng = random.Random(0)
+    for _ in range(3000):
+        tokens = [rng.choice(alphabet) for _ in range(rng.randrange(0, 12))]
+        detokeniser = StreamDetokeniser()
+        streamed = "".join(detokeniser.push(t) for t in tokens) + detokeniser.finish()
+        assert streamed == detokenise(tokens), tokens
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lstmlm", *args], input=stdin,
+                          capture_output=True, text=True, encoding="utf-8", cwd=cwd,
+                          timeout=timeout, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_cli_help():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "generate" in result.stdout
+    result = run_cli("generate", "--help")
+    assert result.returncode == 0
+    for option in ("--model", "--words", "--temperature", "--top-k", "--top-p", "--seed",
+                   "--vocab", "--allow-unk", "--stop-at-eos", "--raw", "--stream",
+                   "--interactive"):
+        assert option in result.stdout, option
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--words", "0"], "--words"), (["--words", "-5"], "--words"),
+    (["--words", "ten"], "--words"), (["--temperature", "-1"], "--temperature"),
+    (["--temperature", "nan"], "--temperature"), (["--top-p", "0"], "--top-p"),
+    (["--top-p", "1.5"], "--top-p"), (["--top-k", "-1"], "--top-k"),
+    (["--seed", "x"], "--seed"), (["--bogus"], "--bogus"),
+])
+def test_cli_refuses_bad_options(args, needle):
+    assert_clean_error(run_cli("generate", "--model", "nowhere.pt", "hi", *args), needle)
+
+
+def test_cli_generates_reproducibly_streams_and_reads_stdin(tiny):
+    """One set of prompts (odd ones included), three ways: twice as arguments (the seed
+    reproduces), then streamed and read from stdin: the same text each time."""
+    root, _, _ = tiny
+    big = "the cat sees a dog . " * 5_000  # ~100 KB
+    prompts = ["the cat", "", "Zorblax qwerty", "🙂 שָׁלוֹם e\u0301 مرحبا", big]
+    common = ["generate", "--model", str(root / "model.pt"), "--words", "25", "--seed", "3",
+              "--temperature", "0.9", "--top-p", "0.95", "--top-k", "30"]
+    first = run_cli(*common, *prompts)
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    assert "Zorblax, qwerty" in first.stderr and "🙂" in first.stderr  # named unknown words
+    position = 0
+    for prompt in prompts:  # each text starts with its prompt, in order
+        position = first.stdout.index(prompt, position) + len(prompt)
+    assert first.stdout.startswith("the cat") and len(first.stdout) > len(big)
+    assert run_cli(*common, *prompts).stdout == first.stdout  # --seed reproduces
+    streamed = run_cli(*common, "--stream", "--interactive", stdin="\n".join(prompts) + "\n")
+    assert streamed.returncode == 0, streamed.stderr
+    assert streamed.stdout == first.stdout
+
+
+def test_cli_raw_interactive_and_control_characters(tiny, monkeypatch, capsys):
+    """In-process (no subprocess needed): --raw, and a NUL and RTL override read from stdin."""
+    from lstmlm.cli import generate_main
+
+    root, _, vocab = tiny
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the cat\nshe likes\x00 \u202eevil\n"))
+    assert generate_main(["--model", str(root / "model.pt"), "--interactive", "--raw",
+                          "--words", "7", "--seed", "0", "--allow-unk"]) == 0
+    out, err = capsys.readouterr()
+    blocks = out.split("\n\n")
+    assert len(blocks) == 2
+    for block in blocks:
+        tokens = block.strip("\n").split(" ")
+        assert len(tokens) == 7 and all(t in vocab.index for t in tokens)
+    assert "likes\\x00" in err and "\\u202eevil" in err  # named, escaped
+
+
+def test_cli_bad_checkpoints_and_vocabularies(tiny, tmp_path):
+    root, _, vocab = tiny
+    model = root / "model.pt"
+    for args in (["--model", str(tmp_path / "missing.pt")],
+                 ["--model", str(model), "--vocab", str(tmp_path / "missing.json")]):
+        assert_clean_error(run_cli("generate", *args, "hi"), "missing.", "not found")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(model.read_bytes()[:2000])
+    assert_clean_error(run_cli("generate", "--model", str(truncated), "hi"), "truncated.pt",
+                       "truncated")
+    other = tmp_path / "other.json"
+    word_vocab(len(vocab)).save(other)
+    assert_clean_error(run_cli("generate", "--model", str(model), "--vocab", str(other), "hi"),
+                       "other.json", "not the one the model was trained with")
