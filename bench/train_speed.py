@@ -42,7 +42,7 @@ SEED_OVERRIDES = {
               "dropout_hidden": 0.65, "dropout_embedding": 0.0, "output": "full",
               "tie_weights": False},
     "train": {"optimizer": "adam", "lr": 1.0e-3, "batch_size": 128, "bptt": 50,
-              "stateful": False, "variable_bptt": False},
+              "stateful": False, "variable_bptt": False, "schedule": "plateau"},
 }
 # pytorch/examples word_language_model defaults: 2x200, tied, batch 20, bptt 35.
 SMALL_2X200 = {"emb": 200, "hidden": 200, "layers": 2, "dropout": 0.2, "dropout_input": 0.2,

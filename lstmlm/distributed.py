@@ -14,20 +14,22 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .errors import LstmlmError
+
 
 def setup_distributed(device_name: str, timeout_minutes: float = 30.0) -> torch.device:
     """Join the process group (NCCL on GPUs, gloo on CPU); return this rank's device."""
     use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if device_name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device: 'cuda' was asked for, but no CUDA device is available")
+        raise LstmlmError("train.device: 'cuda' was asked for, but no CUDA device is available")
     timeout = timedelta(minutes=timeout_minutes)
     if use_cuda:
         # Bind the GPU before NCCL starts, so its communicator lands on this rank's device.
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"local rank {local_rank} has no GPU: this machine has "
-                               f"{torch.cuda.device_count()}; start at most that many "
-                               "processes per machine (train.nproc, --nproc-per-node)")
+            raise LstmlmError(f"local rank {local_rank} has no GPU: this machine has "
+                              f"{torch.cuda.device_count()}; start at most that many "
+                              "processes per machine (train.nproc, --nproc-per-node)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", timeout=timeout, device_id=device)

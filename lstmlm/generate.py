@@ -19,7 +19,7 @@ computed, yet the draw follows it exactly.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -229,20 +229,39 @@ def load_generator(checkpoint: str | Path, vocab_path: str | Path | None = None,
     return Generator(_build_model(payload, path, map_location), vocab), payload
 
 
+@contextlib.contextmanager
+def _skipping_init() -> Iterator[None]:
+    """Make torch.nn.init's in-place initialisers do nothing, for building a module whose
+    every weight is loaded right after (as transformers' ``no_init_weights`` does)."""
+    names = ["uniform_", "normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+             "xavier_normal_", "orthogonal_", "zeros_", "ones_", "constant_"]
+    saved = {name: getattr(nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
 def _build_model(payload: dict, path: Path, map_location) -> LSTMLanguageModel:
     """The model of a checkpoint payload, without the cost of initialising it first.
 
     checkpoint.load_model builds the model with its configured init, which for
     ``init: seed`` runs QR decompositions (orthogonal init) and takes seconds for the
     default size, only to overwrite every weight. Generation cares about the time to the
-    first word, so this builds with PyTorch's cheap default init instead and restores
-    the stored config afterwards.
+    first word, so this builds the modules uninitialised, then load_state_dict (strict)
+    sets every weight by taking the loaded tensors as they are (``assign``: copying into
+    fresh memory costs more than building did).
     """
     try:
         config = ModelConfig.from_dict(payload["model_config"])
-        model = LSTMLanguageModel(dataclasses.replace(config, init="torch"))
-        model.config = config
-        model.load_state_dict(payload["state_dict"])
+        with _skipping_init():
+            model = LSTMLanguageModel(config)
+        model.load_state_dict(payload["state_dict"], assign=True)
+        if config.tie_weights:  # assign gave the decoder a Parameter of its own
+            model.decoder.weight = model.encoder.weight
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the weights do not fit the stored model config "
                               f"({err})") from None
@@ -305,7 +324,8 @@ def _draw(probs: torch.Tensor, rng: random.Random) -> int:
     cdf = probs.double().cumsum(0)
     total = float(cdf[-1])
     if not total > 0:
-        raise LstmlmError("no word is left to draw from (every word is banned or filtered)")
+        raise LstmlmError("no word is left to draw from: every word is banned or filtered, "
+                          "or the model's weights are not finite")
     index = int(torch.searchsorted(cdf, rng.random() * total, right=True))
     if index >= cdf.numel():  # u * total rounded up to total: take the last possible word
         index = int(torch.nonzero(probs > 0).max())

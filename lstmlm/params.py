@@ -77,6 +77,8 @@ class TrainParams:
     lr: float = spec(2.0e-3, low=0.0, low_open=True)
     weight_decay: float = spec(0.0, low=0.0)
     clip: float = spec(0.25, low=0.0, doc="max gradient norm; 0 disables clipping")
+    schedule: str = spec("cosine", choices=("cosine", "plateau"),
+                         doc="cosine: decay per batch over train.epochs; plateau: on valid loss")
     lr_factor: float = spec(0.5, low=0.0, high=1.0, low_open=True, high_open=True)
     lr_patience: int = spec(0, low=0)
     early_stop_patience: int = spec(3, low=1)

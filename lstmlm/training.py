@@ -37,6 +37,8 @@ from .model import LSTMLanguageModel, State, detach_state
 # Every LOG_EVERY steps the loop reads the loss back (the one host sync of the loop) and,
 # under DDP, agrees on it and on stopping with the other ranks.
 LOG_EVERY = 20
+# The cosine schedule ends at this fraction of train.lr.
+COSINE_FLOOR = 0.05
 
 
 class TrainingDiverged(LstmlmError, RuntimeError):
@@ -269,9 +271,11 @@ class Trainer:
             targets = self.train_data[i + 1:i + 1 + seq_len].to(device, non_blocking=True)
             if not p.stateful:
                 state = self.model.init_state(per_rank_batch)
+            lr = self.cosine_lr(i / (n_rows - 1)) if p.schedule == "cosine" else base_lr
             # Longer sequences carry more gradient; scale the rate (AWD-LSTM) to match.
             if p.variable_bptt:
-                self.optimizer.param_groups[0]["lr"] = base_lr * seq_len / p.bptt
+                lr *= seq_len / p.bptt
+            self.optimizer.param_groups[0]["lr"] = lr
             with torch.autocast(device.type, dtype=self.autocast_dtype or torch.bfloat16,
                                 enabled=self.autocast_dtype is not None):
                 # Under DDP each rank's loss is the mean over its own tokens; DDP averages
@@ -315,8 +319,9 @@ class Trainer:
                 window_tokens = 0
             if stop:  # under DDP only at a logging step, where the ranks agreed on it
                 break
-        if p.variable_bptt:
-            self.optimizer.param_groups[0]["lr"] = base_lr
+        # Leave the epoch-level rate in place: the plateau schedule and the logs read it.
+        self.optimizer.param_groups[0]["lr"] = (
+            self.cosine_lr(1.0) if p.schedule == "cosine" else base_lr)
         bar.close()
         totals = torch.stack([loss_sum, loss_sum.new_tensor(float(tokens))])
         if distributed:
@@ -328,6 +333,13 @@ class Trainer:
             raise TrainingDiverged(f"the training loss became {mean_loss} in epoch "
                                    f"{self.epoch + 1}: lower train.lr or train.clip")
         return mean_loss, tokens, time.perf_counter() - started
+
+    def cosine_lr(self, epoch_fraction: float) -> float:
+        """The cosine schedule's rate at ``epoch_fraction`` of the current epoch: from
+        train.lr down to COSINE_FLOOR of it at the end of the last planned epoch."""
+        p = self.params
+        progress = min(1.0, (self.epoch + epoch_fraction) / p.epochs)
+        return p.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def validate(self) -> float:
         """Mean validation loss; under DDP computed once, by rank 0, and broadcast."""
@@ -361,7 +373,8 @@ class Trainer:
                 self.best_valid_loss, self.epochs_since_best = valid_loss, 0
             else:
                 self.epochs_since_best += 1
-            self.scheduler.step(valid_loss)
+            if p.schedule == "plateau":
+                self.scheduler.step(valid_loss)
             record = EpochRecord(self.epoch, train_loss, perplexity(train_loss), valid_loss,
                                  perplexity(valid_loss), lr, tokens / seconds, seconds)
             self.history.append(record)

@@ -323,7 +323,8 @@ class DrawnPlots(HTMLParser):
 
 def may_install() -> bool:
     return (hasattr(os, "geteuid") and os.geteuid() == 0
-            and (os.environ.get("CI") == "true" or os.environ.get("LSTMLM_INSTALL_CHROMIUM") == "1"))
+            and (os.environ.get("CI") == "true"
+                 or os.environ.get("LSTMLM_INSTALL_CHROMIUM") == "1"))
 
 
 def chromium() -> str:
@@ -355,7 +356,8 @@ def vega_libraries(dest: Path) -> list[str]:
     if not shutil.which("npm") or not (os.environ.get("CI") == "true"
                                        or os.environ.get("LSTMLM_INSTALL_CHROMIUM") == "1"):
         pytest.skip("the charts need vega/vega-lite/vega-embed: set LSTMLM_VEGA_DIR to a folder "
-                    "with their .min.js, or allow `npm pack` (CI=true or LSTMLM_INSTALL_CHROMIUM=1)")
+                    "with their .min.js, or allow `npm pack` "
+                    "(CI=true or LSTMLM_INSTALL_CHROMIUM=1)")
     packs = dest / "npm"
     packs.mkdir()
     proc = subprocess.run(["npm", "pack", "--silent", *(f"{n}@{v}" for n, v in wanted)],
@@ -419,7 +421,8 @@ def test_pr_report_compares_workspace_and_experiment_with_main(pr_repo, tmp_path
          "--plots-dir", "out/plots", "--strict"], repo)
     report = (repo / "out/report.md").read_text(encoding="utf-8")
     assert report.startswith("# Pipeline report: `workspace` vs `main`")
-    assert re.search(r"\|\s*params\.yaml\s*\|\s*model\.emb\s*\|\s*16\s*\|\s*20\s*\|", report), report
+    row = r"\|\s*params\.yaml\s*\|\s*model\.emb\s*\|\s*16\s*\|\s*20\s*\|"
+    assert re.search(row, report), report
     assert "sample.words" not in report  # only what changed
     before = eval_ppl(git(repo, "show", "main:metrics/eval.json"))
     after = eval_ppl((repo / "metrics/eval.json").read_text())
@@ -447,7 +450,9 @@ def test_pr_report_compares_workspace_and_experiment_with_main(pr_repo, tmp_path
 
 def test_pr_report_markdown_helpers():
     pr_report = load_pr_report()
-    assert pr_report.drop_rows("| a | b |\n|---|---|\n| x | tokens_per_s |\n", re.compile("tokens")) == ""
+    table = "| a | b |\n|---|---|\n| x | tokens_per_s |\n| y | ppl |\n"
+    assert pr_report.drop_rows(table, re.compile("tokens")) == "| a | b |\n|---|---|\n| y | ppl |"
+    assert pr_report.drop_rows(table, re.compile(r"\| [xy] ")) == ""
     assert pr_report.demote("# A\ntext\n## B\n") == "### A\ntext\n#### B\n"
 
 
@@ -467,7 +472,8 @@ def test_pr_workflow_is_valid_and_posts_the_report():
     assert "make venv" in script and "make pipeline" in script
     assert "tools/pr_report.py" in script
     comment = next(s for s in steps if "gh pr comment" in s.get("run", ""))
-    assert "${{ github.event.number }}" in comment["run"] and "--body-file report.md" in comment["run"]
+    assert "${{ github.event.number }}" in comment["run"]
+    assert "--body-file report.md" in comment["run"]
     assert comment["env"]["GH_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
     assert "WIKITEXT_DIR" not in json.dumps(workflow)  # the pipeline downloads WikiText-2
 

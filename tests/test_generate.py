@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -384,6 +385,12 @@ def test_load_generator_finds_and_checks_the_vocabulary(tiny, tmp_path):
         load_generator(moved / "model.pt")
     vocab.save(moved / "vocab.json")
     assert load_generator(moved / "model.pt")[0].vocab == vocab
+    tied = LSTMLanguageModel(ModelConfig(vocab_size=len(vocab), emb=8, hidden=12, output="full",
+                                         tie_weights=True))
+    save_checkpoint(tmp_path / "tied.pt", tied, vocab, root / "vocab.json")
+    loaded = load_generator(tmp_path / "tied.pt")[0].model
+    assert loaded.decoder.weight is loaded.encoder.weight
+    assert torch.equal(loaded.encoder.weight, tied.encoder.weight)
     other = word_vocab(len(vocab))
     other.save(tmp_path / "other.json")
     with pytest.raises(CheckpointError, match="not the one the model was trained with"):
@@ -407,11 +414,22 @@ def test_stream_detokeniser_matches_detokenise():
 # ---------------------------------------------------------------------- command line
 
 
-def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lstmlm", *args], input=stdin,
-                          capture_output=True, text=True, encoding="utf-8", cwd=cwd,
-                          timeout=timeout, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+def start_cli(*args: str, stdin: str | None = None) -> Callable[[], subprocess.CompletedProcess]:
+    """Start ``python -m lstmlm ARGS``; the returned function waits for its result. Starting
+    several before waiting lets them load torch side by side."""
+    command = [sys.executable, "-m", "lstmlm", *args]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                               env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+
+    def result() -> subprocess.CompletedProcess:
+        stdout, stderr = process.communicate(stdin, timeout=120)
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    return result
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return start_cli(*args, stdin=stdin)()
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -451,7 +469,9 @@ def test_cli_generates_reproducibly_streams_and_reads_stdin(tiny):
     prompts = ["the cat", "", "Zorblax qwerty", "🙂 שָׁלוֹם e\u0301 مرحبا", big]
     common = ["generate", "--model", str(root / "model.pt"), "--words", "25", "--seed", "3",
               "--temperature", "0.9", "--top-p", "0.95", "--top-k", "30"]
-    first = run_cli(*common, *prompts)
+    runs = [start_cli(*common, *prompts), start_cli(*common, *prompts),
+            start_cli(*common, "--stream", "--interactive", stdin="\n".join(prompts) + "\n")]
+    first, second, streamed = (run() for run in runs)
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr
     assert "Zorblax, qwerty" in first.stderr and "🙂" in first.stderr  # named unknown words
@@ -459,8 +479,7 @@ def test_cli_generates_reproducibly_streams_and_reads_stdin(tiny):
     for prompt in prompts:  # each text starts with its prompt, in order
         position = first.stdout.index(prompt, position) + len(prompt)
     assert first.stdout.startswith("the cat") and len(first.stdout) > len(big)
-    assert run_cli(*common, *prompts).stdout == first.stdout  # --seed reproduces
-    streamed = run_cli(*common, "--stream", "--interactive", stdin="\n".join(prompts) + "\n")
+    assert second.stdout == first.stdout  # --seed reproduces
     assert streamed.returncode == 0, streamed.stderr
     assert streamed.stdout == first.stdout
 
@@ -485,14 +504,18 @@ def test_cli_raw_interactive_and_control_characters(tiny, monkeypatch, capsys):
 def test_cli_bad_checkpoints_and_vocabularies(tiny, tmp_path):
     root, _, vocab = tiny
     model = root / "model.pt"
-    for args in (["--model", str(tmp_path / "missing.pt")],
-                 ["--model", str(model), "--vocab", str(tmp_path / "missing.json")]):
-        assert_clean_error(run_cli("generate", *args, "hi"), "missing.", "not found")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(model.read_bytes()[:2000])
-    assert_clean_error(run_cli("generate", "--model", str(truncated), "hi"), "truncated.pt",
-                       "truncated")
     other = tmp_path / "other.json"
     word_vocab(len(vocab)).save(other)
-    assert_clean_error(run_cli("generate", "--model", str(model), "--vocab", str(other), "hi"),
-                       "other.json", "not the one the model was trained with")
+    cases = [
+        (["--model", str(tmp_path / "missing.pt")], ["missing.pt", "not found"]),
+        (["--model", str(model), "--vocab", str(tmp_path / "missing.json")],
+         ["missing.json", "not found"]),
+        (["--model", str(truncated)], ["truncated.pt", "truncated"]),
+        (["--model", str(model), "--vocab", str(other)],
+         ["other.json", "not the one the model was trained with"]),
+    ]
+    runs = [start_cli("generate", *args, "hi") for args, _ in cases]
+    for run, (_, needles) in zip(runs, cases):
+        assert_clean_error(run(), *needles)

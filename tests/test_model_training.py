@@ -121,9 +121,16 @@ def test_reruns_are_bit_identical(tiny_data):
 
 def test_resume_state_continues_bit_identically(tiny_data):
     straight = make_trainer(tiny_data, epochs=3, variable_bptt=True).fit()
-    interrupted = make_trainer(tiny_data, epochs=1, variable_bptt=True)
-    interrupted.fit()
-    state = interrupted.state_dict()
+    interrupted = make_trainer(tiny_data, epochs=3, variable_bptt=True)
+    saved = []
+
+    def save_then_stop(record, is_best):  # what the stage does after an epoch, then a kill
+        saved.append(interrupted.state_dict())
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(save_then_stop)
+    state = saved[0]
     resumed = make_trainer(tiny_data, epochs=3, variable_bptt=True)
     resumed.load_state_dict(state)
     history = resumed.fit()
@@ -163,3 +170,20 @@ def test_checkpoint_errors_are_clear(tiny_data, tmp_path):
         load_model(tmp_path / "m.pt", other)
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_cosine_schedule_decays_to_the_floor_and_plateau_halves(tiny_data):
+    from lstmlm.training import COSINE_FLOOR
+
+    cosine = make_trainer(tiny_data, epochs=2, schedule="cosine").fit()
+    assert cosine[0].lr == pytest.approx(TINY_TRAIN["lr"])
+    # Half-way through the planned epochs the rate is half-way down the cosine.
+    assert cosine[1].lr == pytest.approx(TINY_TRAIN["lr"] * (COSINE_FLOOR + (1 - COSINE_FLOOR) / 2))
+    trainer = make_trainer(tiny_data, epochs=1, schedule="cosine")
+    trainer.fit()
+    assert trainer.lr == pytest.approx(TINY_TRAIN["lr"] * COSINE_FLOOR)
+    plateau = make_trainer(tiny_data, epochs=1, schedule="plateau", lr_patience=0, lr_factor=0.5)
+    plateau.fit()
+    assert plateau.lr == TINY_TRAIN["lr"]  # it improved: no cut
+    plateau.scheduler.step(plateau.best_valid_loss + 1.0)  # a worse epoch: the rate halves
+    assert plateau.lr == pytest.approx(TINY_TRAIN["lr"] / 2)

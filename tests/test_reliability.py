@@ -165,11 +165,11 @@ class Watched:
 
 
 def resume_epoch(path: Path) -> int | None:
-    """The epoch of a resume state (None while there is none). Safe while the stage runs:
-    the state is replaced by an atomic rename, so a reader sees a whole file."""
+    """The epoch of a resume state (None while there is none, or a damaged one). Safe while
+    the stage runs: the state is replaced by an atomic rename, a reader sees a whole file."""
     try:
         return torch.load(path, weights_only=True)["trainer"]["epoch"]
-    except FileNotFoundError:
+    except (FileNotFoundError, RuntimeError):
         return None
 
 

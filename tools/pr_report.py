@@ -152,16 +152,17 @@ def build_report(base: str, rev: str | None, plots_dir: Path, plots_url: str | N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="main", help="revision to compare with (default: %(default)s)")
-    parser.add_argument("--rev", help="git revision or experiment to report on (default: the workspace)")
-    parser.add_argument("--out", type=Path, default=Path("report.md"), help="Markdown file (default: %(default)s)")
-    parser.add_argument("--plots-dir", type=Path, default=Path("pr-plots"),
-                        help="where `dvc plots diff` writes index.html (default: %(default)s)")
-    parser.add_argument("--plots-url", help="link to where the plots can be downloaded (e.g. the CI run)")
-    parser.add_argument("--all-metrics", action="store_true", help="keep timing metrics in the diff")
-    parser.add_argument("--experiments", action="store_true",
-                        help="append the `dvc exp show` table of the current commit's experiments")
-    parser.add_argument("--strict", action="store_true", help="exit 1 if a section failed")
+    add = parser.add_argument
+    add("--base", default="main", help="revision to compare with (default: %(default)s)")
+    add("--rev", help="git revision or experiment to report on (default: the workspace)")
+    add("--out", type=Path, default=Path("report.md"), help="Markdown file (default: %(default)s)")
+    add("--plots-dir", type=Path, default=Path("pr-plots"),
+        help="where `dvc plots diff` writes index.html (default: %(default)s)")
+    add("--plots-url", help="link to where the plots can be downloaded (e.g. the CI run)")
+    add("--all-metrics", action="store_true", help="keep timing metrics in the diff")
+    add("--experiments", action="store_true",
+        help="append the `dvc exp show` table of the current commit's experiments")
+    add("--strict", action="store_true", help="exit 1 if a section failed")
     args = parser.parse_args(argv)
 
     failures: list[str] = []
