@@ -213,8 +213,9 @@ def launch_torchrun(nproc: int) -> int:
     """Re-run this script under torchrun with ``nproc`` processes (data parallel)."""
     import subprocess
 
+    # As a module (-m stages.train), like dvc.yaml runs it: see stages/__init__.py.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", *sys.argv]
+               f"--nproc-per-node={nproc}", "-m", "stages.train", *sys.argv[1:]]
     print("train: launching " + " ".join(command), flush=True)
     proc = subprocess.Popen(command)
     # SIGTERM (from whoever stops the stage) goes on to torchrun, which stops the workers;

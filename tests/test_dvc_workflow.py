@@ -161,7 +161,7 @@ def wait_for_queue(repo: Path, timeout: float = 300) -> str:
             return status
         if time.monotonic() > deadline:
             raise AssertionError(f"queue not done after {timeout:.0f}s:\n{status}")
-        time.sleep(3)
+        time.sleep(5)  # each `dvc queue status` costs ~1 s of CPU
 
 
 def experiments(repo: Path) -> dict[str, dict]:

@@ -39,6 +39,18 @@ def test_each_params_section_key_is_listed_by_some_stage():
             assert f"{section}.{key}" in listed, f"{section}.{key}"
 
 
+def test_params_yaml_sets_every_field_so_code_defaults_never_decide_a_run():
+    """dvc.yaml tracks params.yaml, not params.py: a key left to its code default could
+    change without DVC noticing."""
+    import dataclasses
+
+    from lstmlm.params import SECTIONS
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, cls in SECTIONS.items():
+        assert set(params[section]) == {f.name for f in dataclasses.fields(cls)}, section
+
+
 def test_yaml_exponent_without_dot_is_accepted_as_a_number():
     # PyYAML reads 1e-4 as the string "1e-4".
     assert parse_section("train", yaml.safe_load("lr: 1e-4")).lr == pytest.approx(1e-4)
