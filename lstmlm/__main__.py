@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int | None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="python -m lstmlm", description="LSTM word-level language models.",
-        epilog="commands:\n" + "\n".join(f"  {name:10} {doc}" for name, (_, doc) in COMMANDS.items())
-        + "\n\n'python -m lstmlm COMMAND --help' describes a command.",
+        epilog="commands:\n"
+        + "".join(f"  {name:10} {doc}\n" for name, (_, doc) in COMMANDS.items())
+        + "\n'python -m lstmlm COMMAND --help' describes a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lstmlm {__version__}")
     parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND",

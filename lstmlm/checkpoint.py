@@ -24,12 +24,18 @@ class CheckpointError(LstmlmError, ValueError):
 
 
 def save_checkpoint(path: str | Path, model: LSTMLanguageModel, vocab: Vocabulary,
-                    vocab_path: str | Path, info: dict[str, Any] | None = None) -> None:
-    """Write the checkpoint atomically; ``info`` holds plain metadata (epoch, ppl, ...)."""
+                    vocab_path: str | Path, info: dict[str, Any] | None = None, *,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the checkpoint atomically; ``info`` holds plain metadata (epoch, ppl, ...).
+
+    ``state_dict`` (e.g. the best epoch's weights) is saved instead of the model's current
+    weights when given; the model then only supplies the config.
+    """
+    weights = model.state_dict() if state_dict is None else state_dict
     payload = {
         "format": FORMAT,
         "model_config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in weights.items()},
         "vocab": {"sha256": vocab.sha256, "path": str(vocab_path), "scheme": vocab.scheme,
                   "size": len(vocab)},
         "info": info or {},
@@ -66,15 +72,20 @@ def load_model(path: str | Path, vocab: Vocabulary | None = None,
             f"{path}: the model was trained with another vocabulary "
             f"({payload['vocab']['size']} words, sha256 {payload['vocab']['sha256'][:12]}…) "
             f"than the one given ({len(vocab)} words, sha256 {vocab.sha256[:12]}…)")
+    return model_from_payload(payload, path), payload
+
+
+def model_from_payload(payload: dict, path: str | Path = "checkpoint") -> LSTMLanguageModel:
+    """Rebuild a checkpoint's model (eval mode). It is built without its initialisation:
+    every weight is overwritten by the strict load that follows."""
     try:
         config = ModelConfig.from_dict(payload["model_config"])
-        model = LSTMLanguageModel(config)
+        model = LSTMLanguageModel(config, init_weights=False)
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the weights do not fit the stored model config "
                               f"({err})") from None
-    model.eval()
-    return model, payload
+    return model.eval()
 
 
 def load_vocab_for(payload: dict, vocab_path: str | Path | None = None) -> Vocabulary:

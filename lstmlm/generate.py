@@ -19,7 +19,6 @@ computed, yet the draw follows it exactly.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -30,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_vocab_for, read_checkpoint
+from .checkpoint import CheckpointError, load_vocab_for, model_from_payload, read_checkpoint
 from .errors import LstmlmError
-from .model import LSTMLanguageModel, ModelConfig, State
-from .text import EOS, SCHEMES, UNK, detokenise, tokenise_prompt
-from .vocab import Vocabulary
+from .model import LSTMLanguageModel, State
+from .text import EOS, SCHEMES, detokenise, tokenise_prompt
+from .vocab import Vocabulary, VocabError
 
 # The prompt primes the state this many tokens at a time, so a huge prompt (100 KB of text
 # is ~20k tokens) needs memory for one chunk's activations, not for the whole prompt.
@@ -225,47 +224,14 @@ def load_generator(checkpoint: str | Path, vocab_path: str | Path | None = None,
         # checkpoint copied elsewhere usually travels with its vocabulary beside it.
         beside = path.parent / stored.name
         vocab_path = beside if not stored.is_file() and beside.is_file() else stored
-    vocab = load_vocab_for(payload, vocab_path)  # before the model: fail fast on a mismatch
-    return Generator(_build_model(payload, path, map_location), vocab), payload
-
-
-@contextlib.contextmanager
-def _skipping_init() -> Iterator[None]:
-    """Make torch.nn.init's in-place initialisers do nothing, for building a module whose
-    every weight is loaded right after (as transformers' ``no_init_weights`` does)."""
-    names = ["uniform_", "normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
-             "xavier_normal_", "orthogonal_", "zeros_", "ones_", "constant_"]
-    saved = {name: getattr(nn.init, name) for name in names}
     try:
-        for name in names:
-            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(nn.init, name, function)
-
-
-def _build_model(payload: dict, path: Path, map_location) -> LSTMLanguageModel:
-    """The model of a checkpoint payload, without the cost of initialising it first.
-
-    checkpoint.load_model builds the model with its configured init, which for
-    ``init: seed`` runs QR decompositions (orthogonal init) and takes seconds for the
-    default size, only to overwrite every weight. Generation cares about the time to the
-    first word, so this builds the modules uninitialised, then load_state_dict (strict)
-    sets every weight by taking the loaded tensors as they are (``assign``: copying into
-    fresh memory costs more than building did).
-    """
-    try:
-        config = ModelConfig.from_dict(payload["model_config"])
-        with _skipping_init():
-            model = LSTMLanguageModel(config)
-        model.load_state_dict(payload["state_dict"], assign=True)
-        if config.tie_weights:  # assign gave the decoder a Parameter of its own
-            model.decoder.weight = model.encoder.weight
-    except (KeyError, ValueError, TypeError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: the weights do not fit the stored model config "
-                              f"({err})") from None
-    return model.to(map_location).eval()
+        vocab = load_vocab_for(payload, vocab_path)  # before the model: fail fast on a mismatch
+    except LstmlmError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # e.g. JSON of another kind
+        raise VocabError(f"{vocab_path}: not a usable vocabulary file "
+                         f"({type(err).__name__}: {err})") from None
+    return Generator(model_from_payload(payload, path).to(map_location), vocab), payload
 
 
 # ---------------------------------------------------------------------- one LSTM step
@@ -396,14 +362,6 @@ def sample_from_log_probs(log_probs: torch.Tensor, options: SamplingOptions,
     if options.top_p < 1.0:
         probs = probs.masked_fill(probs < nucleus_threshold(probs, options.top_p), 0.0)
     return _draw(probs, rng)
-
-
-def _cluster_of(decoder: nn.AdaptiveLogSoftmaxWithLoss, word: int) -> int:
-    """Index of the tail cluster holding ``word`` (which must not be in the head)."""
-    for cluster in range(decoder.n_clusters):
-        if word < decoder.cutoffs[cluster + 1]:
-            return cluster
-    raise IndexError(word)
 
 
 def sample_adaptive(decoder: nn.AdaptiveLogSoftmaxWithLoss, h: torch.Tensor,

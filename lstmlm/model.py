@@ -92,7 +92,9 @@ def embedding_dropout(embed: nn.Embedding, ids: torch.Tensor, p: float,
 class LSTMLanguageModel(nn.Module):
     """Word-level LSTM language model (see the module docstring for layouts)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, *, init_weights: bool = True):
+        """``init_weights=False`` skips the configured initialisation, for a model whose
+        weights are loaded right after (the seed init's orthogonal QRs take seconds)."""
         super().__init__()
         self.config = config
         c = config
@@ -112,7 +114,7 @@ class LSTMLanguageModel(nn.Module):
                 c.out_dim, c.vocab_size, list(c.cutoffs), div_value=c.div_value)
         else:
             raise ValueError(f"unknown output layer {c.output!r}")
-        if c.init == "seed":
+        if c.init == "seed" and init_weights:
             self._init_like_seed()
 
     def _init_like_seed(self) -> None:

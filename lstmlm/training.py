@@ -37,6 +37,8 @@ from .model import LSTMLanguageModel, State, detach_state
 # Every LOG_EVERY steps the loop reads the loss back (the one host sync of the loop) and,
 # under DDP, agrees on it and on stopping with the other ranks.
 LOG_EVERY = 20
+# A validation loss this many nats above a uniform guess's means training diverged.
+DIVERGED_NATS = 10.0
 # The cosine schedule ends at this fraction of train.lr.
 COSINE_FLOOR = 0.05
 
@@ -364,9 +366,16 @@ class Trainer:
             lr = self.lr
             train_loss, tokens, seconds = self.train_epoch(deadline)
             valid_loss = self.validate()
-            if not math.isfinite(valid_loss):
-                raise TrainingDiverged(f"the validation loss became {valid_loss} after epoch "
-                                       f"{self.epoch + 1}: lower train.lr or train.clip")
+            # Diverged: NaN/inf, or finite but far worse than a uniform guess (Adam with an
+            # absurd rate gives losses of 1e13 that are finite). Raised before on_epoch, so a
+            # diverged model is never saved; the value is the same on every rank.
+            uniform = math.log(self.model.config.vocab_size)
+            if not math.isfinite(valid_loss) or valid_loss > uniform + DIVERGED_NATS:
+                raise TrainingDiverged(
+                    f"the validation loss became {valid_loss:.3g} nats per token after epoch "
+                    f"{self.epoch + 1}, against {uniform:.2f} for a uniform guess: the model "
+                    f"diverged; the learning rate (train.lr={p.lr:g}) may be too high or "
+                    f"gradient clipping too loose (train.clip={p.clip:g})")
             self.epoch += 1
             is_best = valid_loss < self.best_valid_loss
             if is_best:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ from lstmlm.errors import LstmlmError, run_main
 from lstmlm.files import atomic_path, sha256_file
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import as_dict, check_cutoffs, read_params
-from lstmlm.training import (EpochRecord, Trainer, TrainingDiverged, pick_device,
+from lstmlm.training import (EpochRecord, Trainer, pick_device,
                              set_cpu_threads)
 from lstmlm.vocab import Vocabulary
 
@@ -35,9 +34,6 @@ RESUME_FILE = "state.pt"
 # A validation loss this many nats per token above a uniform guess's (ln V) is a model whose
 # weights blew up, even when it is still finite (Adam bounds each step, so the loss can stay
 # finite, at 1e13, with an absurd learning rate).
-DIVERGED_NATS = 10.0
-
-
 def fingerprint(params: dict, vocab: Vocabulary, ids_dir: Path) -> str:
     """Hash of everything that determines the training run; a resume state from a run
     with another fingerprint must not be continued."""
@@ -156,23 +152,10 @@ def main() -> None:
             log_epoch(live, record)
 
     def write_best() -> None:
-        # Building the model draws initial weights: keep that off the training RNG, or a
-        # resumed run (which writes the checkpoint once more) would draw other dropout masks.
-        with torch.random.fork_rng(devices=[]):
-            saved_model = LSTMLanguageModel(config)
-        saved_model.load_state_dict(best["state_dict"])
-        save_checkpoint(args.checkpoint, saved_model, vocab, args.vocab, best["info"])
+        save_checkpoint(args.checkpoint, model, vocab, args.vocab, best["info"],
+                        state_dict=best["state_dict"])
 
     def on_epoch(record: EpochRecord, is_best: bool) -> None:
-        # The losses are the same on every rank, so every rank stops here together, before
-        # the diverged model is saved as the checkpoint or the resume state.
-        if record.valid_loss > math.log(len(vocab)) + DIVERGED_NATS:
-            raise TrainingDiverged(
-                f"the validation loss became {record.valid_loss:.3g} nats per token after "
-                f"epoch {record.epoch}, against {math.log(len(vocab)):.2f} for a uniform "
-                f"guess: the model diverged; the learning rate (train.lr={train_params.lr:g}) "
-                f"may be too high or gradient clipping too loose "
-                f"(train.clip={train_params.clip:g})")
         if rank != 0:
             return
         print(f"epoch {record.epoch}: train ppl {record.train_ppl:.1f}, valid ppl "

@@ -1,6 +1,5 @@
 """tokenise + tensorise on tiny fixtures, and the published WikiText-2 counts."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -9,7 +9,6 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -377,6 +376,9 @@ def test_load_generator_finds_and_checks_the_vocabulary(tiny, tmp_path):
     root, model, vocab = tiny
     generator, payload = load_generator(root / "model.pt")
     assert generator.vocab == vocab and payload["info"]["epoch"] == 1
+    ids = torch.randint(0, len(vocab), (9, 2))
+    with torch.no_grad():  # built without init, weights assigned: the same model
+        assert torch.equal(generator.model(ids)[0], model(ids)[0])
     # Moved elsewhere, the vocabulary is found beside the checkpoint.
     moved = tmp_path / "moved"
     moved.mkdir()
@@ -414,7 +416,8 @@ def test_stream_detokeniser_matches_detokenise():
 # ---------------------------------------------------------------------- command line
 
 
-def start_cli(*args: str, stdin: str | None = None) -> Callable[[], subprocess.CompletedProcess]:
+def start_cli(*args: str,
+              stdin: str | None = None) -> Callable[[], subprocess.CompletedProcess]:
     """Start ``python -m lstmlm ARGS``; the returned function waits for its result. Starting
     several before waiting lets them load torch side by side."""
     command = [sys.executable, "-m", "lstmlm", *args]

@@ -1,6 +1,5 @@
 """The model and the training loop on tiny fixtures."""
 
-import math
 
 import numpy as np
 import pytest

@@ -1,6 +1,7 @@
 """Reliability: bad params, interrupted training, corrupt inputs: a clear error and nothing lost.
 
-The stage scripts run as real subprocesses (not through DVC, for speed) on a tiny corpus.
+The stage scripts run as real subprocesses (not through DVC, for speed) on a tiny corpus, as
+modules like dvc.yaml runs them (``python -m stages.train``, this checkout's lstmlm first).
 Importing torch costs a few seconds per process, so independent runs start together: module
 fixtures launch them side by side and the tests read their results.
 """
@@ -35,7 +36,6 @@ from lstmlm.params import parse_section
 from lstmlm.vocab import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ROOT / "stages"
 slow = pytest.mark.slow
 
 EPOCHS = 6
@@ -83,6 +83,8 @@ def write_params(directory: Path, name: str = "params.yaml", **overrides: dict) 
 def _child_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC")}
     env["PYTHONUNBUFFERED"] = "1"
+    # The stages and lstmlm of this checkout, whatever the cwd (see stages/__init__.py).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
@@ -97,8 +99,9 @@ _PREEXEC = _default_sigint if signal.getsignal(signal.SIGINT) is signal.SIG_IGN 
 
 def start(stage: str, cwd: Path, *extra: str, params: str = "params.yaml",
           prefix: tuple[str, ...] = ()) -> subprocess.Popen:
-    """Start ``stages/<stage>.py`` in ``cwd``; ``prefix`` replaces the plain interpreter."""
-    command = [*(prefix or (sys.executable,)), str(STAGES / f"{stage}.py"),
+    """Start stage ``stage`` in ``cwd`` (``prefix`` + the module name, when given, replaces
+    ``python -m``)."""
+    command = [*(prefix or (sys.executable, "-m")), f"stages.{stage}",
                "--params", params, *ARGS[stage], *extra]
     return subprocess.Popen(command, cwd=cwd, env=_child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_PREEXEC)
@@ -440,9 +443,11 @@ BAD_INPUTS = {  # case: (stage, setup, what the error must say)
         "evaluate", _other_config, "weights do not fit the stored model config"),
     "truncated checkpoint": ("sample", _truncated_checkpoint,
                              "not a readable checkpoint, perhaps truncated"),
-    "empty train split": ("tokenise", _empty("raw/train.txt"), r"train\.txt: the split holds no words"),
+    "empty train split": ("tokenise", _empty("raw/train.txt"),
+                          r"train\.txt: the split holds no words"),
     "empty valid split": ("tokenise", _empty("raw/valid.txt"), r"valid\.txt: the split is empty"),
-    "empty tokenised split": ("tensorise", _empty("tokens/test.txt"), r"test\.txt: the split is empty"),
+    "empty tokenised split": ("tensorise", _empty("tokens/test.txt"),
+                              r"test\.txt: the split is empty"),
     "truncated vocabulary": ("tensorise", _truncated_vocab, "not a vocabulary JSON file"),
     "corpus smaller than one batch": ("train", _params(train={"batch_size": 1000}),
                                       r"too short.*train\.batch_size"),
@@ -583,7 +588,7 @@ def train_epoch(self, *args, **kwargs):
     return original(self, *args, **kwargs)
 Trainer.train_epoch = train_epoch
 sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 
 
