@@ -27,8 +27,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -m "not slow"
 
+# Benchmarks on the real data (minutes, not a test). repro_speed needs `make pipeline` first.
 bench: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/run.py $(BENCH_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_speed.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/train_speed.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/generate_speed.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/repro_speed.py
 
 clean:
 	rm -rf $(VENV)

@@ -29,13 +29,13 @@ class ModelConfig:
     """Everything needed to rebuild the model; stored in every checkpoint."""
 
     vocab_size: int
-    emb: int = 400
-    hidden: int = 1024
+    emb: int = 256
+    hidden: int = 256
     layers: int = 1
-    dropout: float = 0.4
-    dropout_input: float = 0.4
+    dropout: float = 0.25
+    dropout_input: float = 0.25
     dropout_hidden: float = 0.25
-    dropout_embedding: float = 0.1
+    dropout_embedding: float = 0.05
     weight_drop: float = 0.0
     tie_weights: bool = False
     output: str = "adaptive"

@@ -51,13 +51,13 @@ class TokeniseParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    emb: int = spec(400, low=1)
-    hidden: int = spec(1024, low=1)
+    emb: int = spec(256, low=1)
+    hidden: int = spec(256, low=1)
     layers: int = spec(1, low=1, high=8)
-    dropout: float = spec(0.4, low=0.0, high=1.0, high_open=True, doc="locked dropout on the LSTM output")
-    dropout_input: float = spec(0.4, low=0.0, high=1.0, high_open=True, doc="locked dropout on embeddings")
+    dropout: float = spec(0.25, low=0.0, high=1.0, high_open=True, doc="locked dropout on the LSTM output")
+    dropout_input: float = spec(0.25, low=0.0, high=1.0, high_open=True, doc="locked dropout on embeddings")
     dropout_hidden: float = spec(0.25, low=0.0, high=1.0, high_open=True, doc="locked dropout between layers")
-    dropout_embedding: float = spec(0.1, low=0.0, high=1.0, high_open=True, doc="drops whole embedding rows")
+    dropout_embedding: float = spec(0.05, low=0.0, high=1.0, high_open=True, doc="drops whole embedding rows")
     weight_drop: float = spec(0.0, low=0.0, high=1.0, high_open=True, doc="DropConnect on hidden-to-hidden")
     tie_weights: bool = spec(False)
     output: str = spec("adaptive", choices=("adaptive", "full"))
@@ -68,13 +68,13 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = spec(6, low=1)
-    batch_size: int = spec(64, low=1)
+    epochs: int = spec(8, low=1)
+    batch_size: int = spec(32, low=1)
     bptt: int = spec(70, low=1)
     variable_bptt: bool = spec(False)
     stateful: bool = spec(True)
     optimizer: str = spec("adam", choices=("adam", "adamw", "sgd"))
-    lr: float = spec(2.0e-3, low=0.0, low_open=True)
+    lr: float = spec(3.0e-3, low=0.0, low_open=True)
     weight_decay: float = spec(0.0, low=0.0)
     clip: float = spec(0.25, low=0.0, doc="max gradient norm; 0 disables clipping")
     schedule: str = spec("cosine", choices=("cosine", "plateau"),
