@@ -298,47 +298,36 @@ def _draw(probs: torch.Tensor, rng: random.Random) -> int:
     return index
 
 
-_SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
+# Top-p draws from the full distribution until one lands in the nucleus; after this many
+# misses (only likely with a tiny top_p) it sorts the vocabulary instead.
+_NUCLEUS_TRIES = 8
 
 
-def nucleus_threshold(probs: torch.Tensor, top_p: float) -> float:
-    """The probability of the least likely word in the top-p nucleus of probs (V,).
+def in_nucleus(probs: torch.Tensor, word: int, target_mass: float) -> bool:
+    """Whether ``word`` is in the top-p nucleus: the smallest set of most likely words
+    whose mass reaches ``target_mass`` (top_p times the total). That holds exactly when
+    the words more probable than it hold less than ``target_mass`` (so ties at the
+    border are all kept)."""
+    return float(probs[probs > probs[word]].sum(dtype=torch.float64)) < target_mass
 
-    The nucleus is the smallest set of most likely words whose mass reaches ``top_p``
-    (of the total): the words with probability >= the returned value (ties at the
-    border are all kept). Found without sorting the vocabulary (a sort of 33k words costs
-    several times more): bucket the candidates by (about) log-probability, find where
-    the mass counted from the top reaches top_p, keep only that bucket's words, and so on
-    until few are left to sort. Exact: the result is the one a full sort gives.
+
+def draw_nucleus(probs: torch.Tensor, top_p: float, rng: random.Random) -> int:
+    """Top-p (nucleus) draw from weights (V,), exact and usually without a sort.
+
+    A draw from the whole distribution, kept only when it falls in the nucleus, is a
+    draw from the nucleus renormalised; the nucleus holds at least top_p of the mass, so
+    at top_p 0.95 the first draw is kept at least 95% of the time. Checking membership
+    costs one pass over the vocabulary; sorting 33k words costs several.
     """
-    probs = probs.reshape(-1)
-    if probs.dtype not in _SAME_SIZE_INT:
-        probs = probs.float()
     target = top_p * float(probs.sum(dtype=torch.float64))
-    work = probs[probs > 0]
-    # The bits of a positive float, read as an integer, grow with its value (exactly, so
-    # equal values share a bucket and a larger one never falls in a lower bucket) and
-    # roughly with its logarithm: the right scale for probabilities spanning decades.
-    keys = work.view(_SAME_SIZE_INT[work.dtype]).long()
-    above = 0.0  # mass of the words more probable than every candidate left in `work`
-    bins = 1024
-    while work.numel() > 256:
-        lo, hi = int(keys.min()), int(keys.max())
-        if lo == hi:
-            return float(work[0])
-        width = (hi - lo) // bins + 1  # integer arithmetic: no overflow, no rounding
-        bucket = (keys - lo).div_(width, rounding_mode="floor")
-        mass = torch.bincount(bucket, weights=work.double(), minlength=bins)
-        cumulative = mass.flip(0).cumsum(0) + above  # from the top bucket down
-        j = min(int(torch.searchsorted(cumulative, target)), bins - 1)
-        if j > 0:
-            above = float(cumulative[j - 1])
-        chosen = bucket == bins - 1 - j
-        work, keys = work[chosen], keys[chosen]
-    ordered = work.double().sort(descending=True).values
-    cumulative = ordered.cumsum(0) + above
-    j = min(int(torch.searchsorted(cumulative, target)), ordered.numel() - 1)
-    return float(ordered[j])
+    for _ in range(_NUCLEUS_TRIES):
+        word = _draw(probs, rng)
+        if in_nucleus(probs, word, target):
+            return word
+    ordered = torch.sort(probs, descending=True).values
+    last = int(torch.searchsorted(ordered.double().cumsum(0), target))
+    border = ordered[min(last, ordered.numel() - 1)]
+    return _draw(probs.masked_fill(probs < border, 0.0), rng)
 
 
 def sample_from_log_probs(log_probs: torch.Tensor, options: SamplingOptions,
@@ -360,7 +349,7 @@ def sample_from_log_probs(log_probs: torch.Tensor, options: SamplingOptions,
         logits = logits.masked_fill(logits < kth, -math.inf)
     probs = logits.softmax(-1)
     if options.top_p < 1.0:
-        probs = probs.masked_fill(probs < nucleus_threshold(probs, options.top_p), 0.0)
+        return draw_nucleus(probs, options.top_p, rng)
     return _draw(probs, rng)
 
 

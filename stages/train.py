@@ -26,14 +26,12 @@ from lstmlm.errors import LstmlmError, run_main
 from lstmlm.files import atomic_path, sha256_file
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import as_dict, check_cutoffs, read_params
-from lstmlm.training import (EpochRecord, Trainer, pick_device,
-                             set_cpu_threads)
+from lstmlm.training import EpochRecord, Trainer, pick_device, set_cpu_threads
 from lstmlm.vocab import Vocabulary
 
 RESUME_FILE = "state.pt"
-# A validation loss this many nats per token above a uniform guess's (ln V) is a model whose
-# weights blew up, even when it is still finite (Adam bounds each step, so the loss can stay
-# finite, at 1e13, with an absurd learning rate).
+
+
 def fingerprint(params: dict, vocab: Vocabulary, ids_dir: Path) -> str:
     """Hash of everything that determines the training run; a resume state from a run
     with another fingerprint must not be continued."""

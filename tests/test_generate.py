@@ -22,7 +22,7 @@ from lstmlm.checkpoint import CheckpointError, save_checkpoint
 from lstmlm.corpus import tokenise_corpus
 from lstmlm.errors import LstmlmError
 from lstmlm.generate import (Generator, SamplingOptions, StreamDetokeniser, greedy_adaptive,
-                             load_generator, nucleus_threshold, sample_adaptive,
+                             load_generator, draw_nucleus, sample_adaptive,
                              sample_from_log_probs)
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.text import EOS, UNK, detokenise
@@ -199,16 +199,27 @@ def reference_nucleus(probs: torch.Tensor, top_p: float) -> set[int]:
 
 
 @pytest.mark.parametrize("scale, size", [(0.0, 1000), (0.3, 5000), (3.0, 5000), (8.0, 33278)])
-def test_nucleus_threshold_matches_sorting(scale, size):
+def test_nucleus_draws_stay_in_the_sorted_nucleus(scale, size):
     torch.manual_seed(size)
     probs = (torch.randn(size) * scale).softmax(-1)
     probs[:10] = 0  # banned words
+    rng = random.Random(0)
     for top_p in (1e-9, 0.1, 0.5, 0.9, 0.95, 0.999):
-        kept = set(torch.nonzero(probs >= nucleus_threshold(probs, top_p)).view(-1).tolist())
-        if scale == 0.0:  # all tied: the whole tied set is kept
-            assert kept == set(range(10, size))
-        else:
-            assert kept == reference_nucleus(probs, top_p), top_p
+        nucleus = set(range(10, size)) if scale == 0.0 else reference_nucleus(probs, top_p)
+        draws = {draw_nucleus(probs, top_p, rng) for _ in range(200)}
+        assert draws <= nucleus, top_p  # the tiny top_p also exercises the sorting fallback
+
+
+def test_nucleus_draws_follow_the_renormalised_nucleus():
+    torch.manual_seed(3)
+    probs = (torch.randn(40) * 1.5).softmax(-1)
+    nucleus = sorted(reference_nucleus(probs, 0.8))
+    expected = torch.zeros(40)
+    expected[nucleus] = probs[nucleus] / probs[nucleus].sum()
+    counts = draw_counts(lambda rng: draw_nucleus(probs, 0.8, rng), DRAWS, 40)
+    ok, stats = fits(counts, expected)
+    assert ok, stats
+    assert not fits(counts, probs)[0]  # the unfiltered distribution is told apart
 
 
 def test_top_k_and_top_p_restrict_the_support():
