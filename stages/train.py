@@ -194,9 +194,11 @@ def launch_torchrun(nproc: int) -> int:
     """Re-run this script under torchrun with ``nproc`` processes (data parallel)."""
     import subprocess
 
-    # As a module (-m stages.train), like dvc.yaml runs it: see stages/__init__.py.
+    # Started the way this process was: as a module (`-m stages.train`, as dvc.yaml runs
+    # it, see stages/__init__.py) or as a script path.
+    target = ["-m", __spec__.name] if __spec__ is not None else [sys.argv[0]]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "stages.train", *sys.argv[1:]]
+               f"--nproc-per-node={nproc}", *target, *sys.argv[1:]]
     print("train: launching " + " ".join(command), flush=True)
     proc = subprocess.Popen(command)
     # SIGTERM (from whoever stops the stage) goes on to torchrun, which stops the workers;
