@@ -57,11 +57,11 @@ def tokenise_corpus(raw_dir: Path, tokens_dir: Path, vocab_path: Path, *, scheme
     train_counter: Counter = Counter()
     for split in SPLITS:
         lines = list(tokenise_lines(read_lines(Path(raw_dir) / f"{split}.txt"), scheme))
+        n_tokens = sum(map(len, lines))
+        if split == "train" and n_tokens == len(lines):  # no lines, or only empty ones
+            raise CorpusError(f"{raw_dir}/{split}.txt: the split holds no words")
         if not lines:
             raise CorpusError(f"{raw_dir}/{split}.txt: the split is empty")
-        n_tokens = sum(map(len, lines))
-        if split == "train" and n_tokens == len(lines):  # nothing but one <eos> per line
-            raise CorpusError(f"{raw_dir}/{split}.txt: the split holds no words")
         if split == "train":
             for tokens in lines:
                 train_counter.update(tokens)
