@@ -59,6 +59,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in ("model_config", "state_dict", "vocab", "info") if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, it lacks {', '.join(missing)}")
+    vocab_ref = payload["vocab"]
+    if not isinstance(vocab_ref, dict) or not {"sha256", "path", "size"} <= vocab_ref.keys():
+        raise CheckpointError(f"{path}: the checkpoint lacks its vocabulary reference")
     return payload
 
 

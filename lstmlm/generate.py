@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_vocab_for, model_from_payload, read_checkpoint
+from .checkpoint import load_vocab_for, model_from_payload, read_checkpoint
 from .errors import LstmlmError
 from .model import LSTMLanguageModel, State
 from .text import EOS, SCHEMES, detokenise, tokenise_prompt
-from .vocab import Vocabulary, VocabError
+from .vocab import Vocabulary
 
 # The prompt primes the state this many tokens at a time, so a huge prompt (100 KB of text
 # is ~20k tokens) needs memory for one chunk's activations, not for the whole prompt.
@@ -214,23 +214,13 @@ def load_generator(checkpoint: str | Path, vocab_path: str | Path | None = None,
     """
     path = Path(checkpoint)
     payload = read_checkpoint(path, map_location)
-    try:
-        stored = Path(payload["vocab"]["path"])
-        payload["vocab"]["sha256"], payload["vocab"]["size"]
-    except (KeyError, TypeError):
-        raise CheckpointError(f"{path}: the checkpoint lacks its vocabulary reference") from None
+    stored = Path(payload["vocab"]["path"])  # read_checkpoint checked the reference is there
     if vocab_path is None:
         # The stored path is relative to where training ran (the repository root); a
         # checkpoint copied elsewhere usually travels with its vocabulary beside it.
         beside = path.parent / stored.name
         vocab_path = beside if not stored.is_file() and beside.is_file() else stored
-    try:
-        vocab = load_vocab_for(payload, vocab_path)  # before the model: fail fast on a mismatch
-    except LstmlmError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as err:  # e.g. JSON of another kind
-        raise VocabError(f"{vocab_path}: not a usable vocabulary file "
-                         f"({type(err).__name__}: {err})") from None
+    vocab = load_vocab_for(payload, vocab_path)  # before the model: fail fast on a mismatch
     return Generator(model_from_payload(payload, path).to(map_location), vocab), payload
 
 

@@ -80,9 +80,14 @@ class Vocabulary:
             raise VocabError(f"{path}: not a vocabulary JSON file ({err})") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise VocabError(f"{path}: not a {FORMAT} file")
-        if len(raw["words"]) != len(raw["counts"]):
+        words, counts = raw.get("words"), raw.get("counts")
+        if not isinstance(words, list) or not isinstance(counts, list):
+            raise VocabError(f"{path}: damaged vocabulary, it lacks its words or counts lists")
+        if len(words) != len(counts):
             raise VocabError(f"{path}: words and counts differ in length")
-        return cls(tuple(raw["words"]), tuple(raw["counts"]), raw.get("scheme", "wikitext"))
+        if not all(isinstance(w, str) for w in words):
+            raise VocabError(f"{path}: damaged vocabulary, a word is not a string")
+        return cls(tuple(words), tuple(counts), raw.get("scheme", "wikitext"))
 
 
 def build_vocabulary(counts: Counter, *, min_freq: int = 1, max_size: int = 0,

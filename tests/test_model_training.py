@@ -186,3 +186,13 @@ def test_cosine_schedule_decays_to_the_floor_and_plateau_halves(tiny_data):
     assert plateau.lr == TINY_TRAIN["lr"]  # it improved: no cut
     plateau.scheduler.step(plateau.best_valid_loss + 1.0)  # a worse epoch: the rate halves
     assert plateau.lr == pytest.approx(TINY_TRAIN["lr"] / 2)
+
+
+def test_checkpoint_without_its_vocabulary_reference_is_rejected(tiny_data, tmp_path):
+    vocab = tiny_data[0]
+    save_checkpoint(tmp_path / "m.pt", LSTMLanguageModel(tiny_config(len(vocab))), vocab, "v.json")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["vocab"]["sha256"]
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="lacks its vocabulary reference"):
+        load_model(tmp_path / "bad.pt")

@@ -74,3 +74,12 @@ def test_vocabulary_load_rejects_garbage(tmp_path):
         Vocabulary.load(tmp_path / "bad.json")
     with pytest.raises(VocabError, match="not found"):
         Vocabulary.load(tmp_path / "missing.json")
+
+
+def test_vocabulary_load_rejects_a_file_without_its_lists(tmp_path):
+    (tmp_path / "v.json").write_text('{"format": "lstmlm-vocab/1", "counts": [1]}')
+    with pytest.raises(VocabError, match="lacks its words or counts"):
+        Vocabulary.load(tmp_path / "v.json")
+    (tmp_path / "w.json").write_text('{"format": "lstmlm-vocab/1", "words": [1], "counts": [1]}')
+    with pytest.raises(VocabError, match="not a string"):
+        Vocabulary.load(tmp_path / "w.json")
