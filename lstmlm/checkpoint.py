@@ -6,6 +6,7 @@ dict, so it loads with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from .files import atomic_path
 from .model import LSTMLanguageModel, ModelConfig
 from .vocab import Vocabulary
 
-FORMAT = "lstmlm-checkpoint/1"
+FORMAT = "lstmlm-checkpoint/2"  # 2: model_config is the model section, vocab_size apart
 
 
 class CheckpointError(LstmlmError, ValueError):
@@ -34,7 +35,8 @@ def save_checkpoint(path: str | Path, model: LSTMLanguageModel, vocab: Vocabular
     weights = model.state_dict() if state_dict is None else state_dict
     payload = {
         "format": FORMAT,
-        "model_config": model.config.to_dict(),
+        "model_config": dataclasses.asdict(model.config),
+        "vocab_size": model.vocab_size,
         "state_dict": {k: v.detach().cpu() for k, v in weights.items()},
         "vocab": {"sha256": vocab.sha256, "path": str(vocab_path), "scheme": vocab.scheme,
                   "size": len(vocab)},
@@ -56,7 +58,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an {FORMAT} file")
-    missing = [k for k in ("model_config", "state_dict", "vocab", "info") if k not in payload]
+    missing = [k for k in ("model_config", "vocab_size", "state_dict", "vocab", "info")
+               if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, it lacks {', '.join(missing)}")
     vocab_ref = payload["vocab"]
@@ -82,8 +85,8 @@ def model_from_payload(payload: dict, path: str | Path = "checkpoint") -> LSTMLa
     """Rebuild a checkpoint's model (eval mode). It is built without its initialisation:
     every weight is overwritten by the strict load that follows."""
     try:
-        config = ModelConfig.from_dict(payload["model_config"])
-        model = LSTMLanguageModel(config, init_weights=False)
+        config = ModelConfig(**payload["model_config"])
+        model = LSTMLanguageModel(config, payload["vocab_size"], init_weights=False)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the weights do not fit the stored model config "

@@ -13,13 +13,15 @@ The .npy files load by memory map, so a stage that reads them costs no parse tim
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import LstmlmError
 from .files import atomic_path
-from .text import tokenise_lines
+from .params import spec
+from .text import SCHEMES, tokenise_lines
 from .vocab import Vocabulary, build_vocabulary
 
 SPLITS = ("train", "valid", "test")
@@ -27,6 +29,17 @@ SPLITS = ("train", "valid", "test")
 # Published statistics of WikiText-2 v1 with the standard (whitespace + <eos>) scheme.
 WIKITEXT2_VOCAB_SIZE = 33_278
 WIKITEXT2_TOKENS = {"train": 2_088_628, "valid": 217_646, "test": 245_569}
+
+
+@dataclass(frozen=True)
+class TokeniseConfig:
+    """The ``tokenise`` section of params.yaml."""
+
+    scheme: str = spec("wikitext", choices=SCHEMES,
+                       doc="wikitext: the standard behind published numbers; basic_english: "
+                       "the seed notebook's torchtext tokeniser")
+    min_freq: int = spec(1, low=1, doc="words seen fewer times in train become <unk>")
+    max_size: int = spec(0, low=0, doc="cap on the vocabulary size, specials included; 0: none")
 
 
 class CorpusError(LstmlmError, ValueError):

@@ -38,6 +38,7 @@ from lstmlm import __version__
 from lstmlm.corpus import SPLITS
 from lstmlm.errors import LstmlmError
 from lstmlm.files import atomic_path, sha256_file
+from lstmlm.params import spec
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,14 @@ SPLIT_NAMES = ("{split}.txt", "{split}.tokens", "wiki.{split}.tokens")
 WIKITEXT_NAMES = ("wiki.{split}.tokens", "{split}.txt", "{split}.tokens")
 
 _CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """The ``download`` section of params.yaml."""
+
+    corpus: str = spec("wikitext-2", doc="'wikitext-2', or a directory holding "
+                       "train/valid/test text files (your own corpus)")
 
 
 class DownloadError(LstmlmError):

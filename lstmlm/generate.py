@@ -31,6 +31,7 @@ from torch import nn
 
 from .checkpoint import load_vocab_for, model_from_payload, read_checkpoint
 from .errors import LstmlmError
+from .params import check_fields, spec
 from .model import LSTMLanguageModel, State
 from .text import EOS, SCHEMES, detokenise, tokenise_prompt
 from .vocab import Vocabulary
@@ -44,14 +45,6 @@ PRIME_CHUNK = 512
 _MAX_REJECTIONS = 8
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class SamplingOptions:
     """How to draw words; the sample stage's params use the same names.
@@ -61,29 +54,16 @@ class SamplingOptions:
     ``stop_at_eos`` ends the text at the first ``<eos>`` (which is still returned).
     """
 
-    words: int = 50
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
-    allow_unk: bool = False
-    stop_at_eos: bool = False
+    words: int = spec(40, low=1)
+    temperature: float = spec(0.8, low=0.0, doc="0 is greedy")
+    top_k: int = spec(0, low=0, doc="0 disables")
+    top_p: float = spec(0.95, low=0.0, high=1.0, low_open=True, doc="1 disables")
+    seed: int | None = spec(0, low=0, high=2**63 - 1, doc="none draws a fresh seed")
+    allow_unk: bool = spec(False)
+    stop_at_eos: bool = spec(False)
 
     def __post_init__(self) -> None:
-        if not _is_int(self.words) or self.words <= 0:
-            raise LstmlmError(f"words: {self.words!r} is not allowed; expected an integer > 0")
-        # `not x >= 0` also rejects NaN; infinity would turn every logit into 0 or NaN.
-        if (not _is_number(self.temperature) or not self.temperature >= 0
-                or math.isinf(self.temperature)):
-            raise LstmlmError(f"temperature: {self.temperature!r} is not allowed; expected a "
-                              "finite number >= 0 (0 means greedy)")
-        if not _is_int(self.top_k) or self.top_k < 0:
-            raise LstmlmError(f"top_k: {self.top_k!r} is not allowed; expected an integer >= 0 "
-                              "(0 disables)")
-        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
-            raise LstmlmError(f"top_p: {self.top_p!r} is not allowed; expected a number in (0, 1]")
-        if self.seed is not None and not _is_int(self.seed):
-            raise LstmlmError(f"seed: {self.seed!r} is not allowed; expected an integer or none")
+        check_fields(self, "sample")
 
     @property
     def plain(self) -> bool:
@@ -113,8 +93,8 @@ class Generator:
     """
 
     def __init__(self, model: LSTMLanguageModel, vocab: Vocabulary):
-        if model.config.vocab_size != len(vocab):
-            raise LstmlmError(f"the model has {model.config.vocab_size} output words but the "
+        if model.vocab_size != len(vocab):
+            raise LstmlmError(f"the model has {model.vocab_size} output words but the "
                               f"vocabulary has {len(vocab)}: they do not belong together")
         if vocab.scheme not in SCHEMES:
             raise LstmlmError(f"the vocabulary's tokenisation scheme {vocab.scheme!r} is unknown; "
@@ -143,7 +123,7 @@ class Generator:
         for start in range(0, len(ids), PRIME_CHUNK):
             chunk = torch.tensor(ids[start:start + PRIME_CHUNK], dtype=torch.long,
                                  device=self.device).view(-1, 1)  # (T, 1)
-            features, state = self.model(chunk, state)
+            features, state = self.model(chunk, state)[:2]
         return features[-1], state
 
     # ------------------------------------------------------------------ generation

@@ -13,61 +13,73 @@ on the output, and optional DropConnect on the hidden-to-hidden weights.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .params import spec
+
 State = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class Output(NamedTuple):
+    features: torch.Tensor   # (T, B, out_dim): what the output layer reads
+    state: State             # the LSTMs' final (h, c), to carry into the next batch
+    top: torch.Tensor        # (T, B, hidden): the top LSTM's output, before its dropout
+    top_dropped: torch.Tensor  # the same after output_dropout
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild the model; stored in every checkpoint."""
+    """The ``model`` section of params.yaml, and what every checkpoint stores to rebuild
+    the model (with the vocabulary size, which comes from the data, not from params)."""
 
-    vocab_size: int
-    emb: int = 256
-    hidden: int = 256
-    layers: int = 1
-    dropout: float = 0.25
-    dropout_input: float = 0.25
-    dropout_hidden: float = 0.25
-    dropout_embedding: float = 0.05
-    weight_drop: float = 0.0
-    tie_weights: bool = False
-    output: str = "adaptive"
-    cutoffs: tuple[int, ...] = (2000, 10000)
-    div_value: float = 4.0
-    init: str = "seed"
+    emb: int = spec(256, low=1, doc="embedding width")
+    hidden: int = spec(256, low=1, doc="LSTM width")
+    layers: int = spec(1, low=1, high=8)
+    input_dropout: float = spec(0.25, low=0.0, high=1.0, high_open=True,
+                                doc="locked dropout on the embeddings")
+    layer_dropout: float = spec(0.25, low=0.0, high=1.0, high_open=True,
+                                doc="locked dropout between LSTM layers")
+    output_dropout: float = spec(0.25, low=0.0, high=1.0, high_open=True,
+                                 doc="locked dropout on the top LSTM's output")
+    word_dropout: float = spec(0.05, low=0.0, high=1.0, high_open=True,
+                               doc="drops whole words (embedding rows)")
+    weight_dropout: float = spec(0.0, low=0.0, high=1.0, high_open=True,
+                                 doc="DropConnect on the hidden-to-hidden weights")
+    tie_weights: bool = spec(False, doc="share the embedding with the output layer")
+    output: str = spec("adaptive", choices=("adaptive", "full"))
+    cutoffs: list[int] = spec([2000, 10000],
+                              doc="adaptive softmax clusters over the frequency-sorted vocabulary")
+    div_value: float = spec(4.0, low=1.0)
+    init: str = spec("seed", choices=("seed", "torch"),
+                     doc="seed: Xavier / orthogonal / zero biases, as the seed notebook")
 
-    @classmethod
-    def from_params(cls, params: Any, vocab_size: int) -> "ModelConfig":
-        """Build from the ``model`` params section (a ModelParams) and the vocabulary size."""
-        values = dataclasses.asdict(params)
-        values["cutoffs"] = tuple(values["cutoffs"])
-        return cls(vocab_size=vocab_size, **values)
+    def __post_init__(self) -> None:
+        cutoffs = self.cutoffs
+        if not cutoffs or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
+                                  for c in cutoffs):
+            raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected a non-empty "
+                             "list of positive integers")
+        if any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
+            raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected strictly "
+                             "increasing integers")
+        if self.tie_weights and self.output != "full":
+            raise ValueError("model.tie_weights: true is not allowed with model.output "
+                             f"{self.output!r}; weight tying needs model.output: full")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"model config has unknown keys: {sorted(unknown)}")
-        values = dict(values)
-        values["cutoffs"] = tuple(values.get("cutoffs", ()))
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["cutoffs"] = list(self.cutoffs)
-        return values
+    def check_vocab_size(self, vocab_size: int) -> None:
+        """Adaptive-softmax cutoffs must lie strictly inside the vocabulary."""
+        if self.output == "adaptive" and self.cutoffs[-1] >= vocab_size:
+            raise ValueError(f"model.cutoffs: {self.cutoffs!r} is not allowed; the last cutoff "
+                             f"must be below the vocabulary size {vocab_size}")
 
     @property
     def out_dim(self) -> int:
-        """Width of the features fed to the softmax."""
+        """Width of the features fed to the output layer."""
         return self.emb if self.tie_weights else self.hidden
 
 
@@ -81,39 +93,41 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 def embedding_dropout(embed: nn.Embedding, ids: torch.Tensor, p: float,
                       training: bool) -> torch.Tensor:
-    """Drop whole words: zero a random subset of embedding rows for this batch."""
-    weight = embed.weight
-    if training and p > 0.0:
-        mask = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
-        weight = weight * mask
-    return F.embedding(ids, weight)
+    """Drop whole words: every occurrence of a dropped word in the batch is zeroed.
+
+    One mask entry per vocabulary row, applied as ``mask[ids]``: the same result as
+    masking a copy of the whole V x D table, without writing that copy every step."""
+    x = embed(ids)
+    if not training or p == 0.0:
+        return x
+    mask = embed.weight.new_empty(embed.weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
+    return x * mask[ids]
 
 
 class LSTMLanguageModel(nn.Module):
     """Word-level LSTM language model (see the module docstring for layouts)."""
 
-    def __init__(self, config: ModelConfig, *, init_weights: bool = True):
+    def __init__(self, config: ModelConfig, vocab_size: int, *, init_weights: bool = True):
         """``init_weights=False`` skips the configured initialisation, for a model whose
         weights are loaded right after (the seed init's orthogonal QRs take seconds)."""
         super().__init__()
-        self.config = config
+        config.check_vocab_size(vocab_size)
+        self.config, self.vocab_size = config, vocab_size
         c = config
-        self.encoder = nn.Embedding(c.vocab_size, c.emb)
+        self.encoder = nn.Embedding(vocab_size, c.emb)
         self.lstms = nn.ModuleList(
             nn.LSTM(c.emb if i == 0 else c.hidden, c.hidden) for i in range(c.layers))
         # Tying needs features of width emb: project the top layer when hidden != emb.
         self.projection = (nn.Linear(c.hidden, c.emb, bias=False)
                            if c.tie_weights and c.hidden != c.emb else None)
         if c.output == "full":
-            self.decoder = nn.Linear(c.out_dim, c.vocab_size)
+            self.decoder = nn.Linear(c.out_dim, vocab_size)
             if c.tie_weights:
                 self.decoder.weight = self.encoder.weight
-        elif c.output == "adaptive":
+        else:
             # Relies on ids sorted by frequency: [0, cutoffs[0]) is the head.
             self.decoder = nn.AdaptiveLogSoftmaxWithLoss(
-                c.out_dim, c.vocab_size, list(c.cutoffs), div_value=c.div_value)
-        else:
-            raise ValueError(f"unknown output layer {c.output!r}")
+                c.out_dim, vocab_size, list(c.cutoffs), div_value=c.div_value)
         if c.init == "seed" and init_weights:
             self._init_like_seed()
 
@@ -145,7 +159,7 @@ class LSTMLanguageModel(nn.Module):
                 for _ in range(self.config.layers)]
 
     def _run_lstm(self, lstm: nn.LSTM, x: torch.Tensor, state) -> tuple[torch.Tensor, Any]:
-        p = self.config.weight_drop
+        p = self.config.weight_dropout
         if not self.training or p == 0.0:
             return lstm(x, state)
         # DropConnect: one mask over the recurrent weights for the whole sequence.
@@ -153,42 +167,63 @@ class LSTMLanguageModel(nn.Module):
         return torch.func.functional_call(lstm, {"weight_hh_l0": dropped}, (x, state),
                                           strict=False)
 
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids (T, B) -> features (T, B, out_dim), new state."""
+    def forward(self, ids: torch.Tensor, state: State | None = None) -> Output:
+        """ids (T, B) -> features (T, B, out_dim), the new state, and the top layer's
+        output before and after its dropout (for activation regularisation)."""
         c = self.config
         if state is None:
             state = self.init_state(ids.size(1))
-        x = embedding_dropout(self.encoder, ids, c.dropout_embedding, self.training)
-        x = locked_dropout(x, c.dropout_input, self.training)
+        x = embedding_dropout(self.encoder, ids, c.word_dropout, self.training)
+        x = locked_dropout(x, c.input_dropout, self.training)
         new_state: State = []
         for i, lstm in enumerate(self.lstms):
             x, layer_state = self._run_lstm(lstm, x, state[i])
             new_state.append(layer_state)
             if i < c.layers - 1:
-                x = locked_dropout(x, c.dropout_hidden, self.training)
-        x = locked_dropout(x, c.dropout, self.training)
+                x = locked_dropout(x, c.layer_dropout, self.training)
+        top = x
+        x = locked_dropout(top, c.output_dropout, self.training)
+        dropped = x
         if self.projection is not None:
             x = self.projection(x)
-        return x, new_state
+        return Output(x, new_state, top, dropped)
 
     # ------------------------------------------------------------------ output layer
 
+    # The output layer always runs in fp32, outside any autocast region: its logits and
+    # log-softmax are where low precision costs the most (a loss of ~5 nats in bf16 keeps
+    # two significant digits), and validation picks the checkpoint on these numbers.
+
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood (nats) of targets (T, B) given features (T, B, D)."""
-        flat = features.reshape(-1, features.size(-1))
-        targets = targets.reshape(-1)
-        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
-            return self.decoder(flat, targets).loss
-        return F.cross_entropy(self.decoder(flat), targets)
+        """Mean negative log-likelihood (nats, fp32) of targets (T, B) given features
+        (T, B, D)."""
+        with torch.autocast(features.device.type, enabled=False):
+            flat = features.float().reshape(-1, features.size(-1))
+            targets = targets.reshape(-1)
+            if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+                return self.decoder(flat, targets).loss
+            return F.cross_entropy(self.decoder(flat), targets)
+
+    def target_log_probs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(target) per position, (T, B), fp32; with an adaptive softmax only the
+        target's cluster is computed, never the full distribution."""
+        with torch.autocast(features.device.type, enabled=False):
+            flat = features.float().reshape(-1, features.size(-1))
+            if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+                out = self.decoder(flat, targets.reshape(-1)).output
+            else:
+                out = -F.cross_entropy(self.decoder(flat), targets.reshape(-1), reduction="none")
+            return out.reshape(targets.shape)
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
-        """Full log-distribution over the vocabulary: (..., D) -> (..., V)."""
-        flat = features.reshape(-1, features.size(-1))
-        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
-            out = self.decoder.log_prob(flat)
-        else:
-            out = F.log_softmax(self.decoder(flat), dim=-1)
-        return out.reshape(*features.shape[:-1], -1)
+        """Full log-distribution over the vocabulary, fp32: (..., D) -> (..., V)."""
+        with torch.autocast(features.device.type, enabled=False):
+            flat = features.float().reshape(-1, features.size(-1))
+            if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+                out = self.decoder.log_prob(flat)
+            else:
+                out = F.log_softmax(self.decoder(flat), dim=-1)
+            return out.reshape(*features.shape[:-1], -1)
 
 
 def detach_state(state: State) -> State:

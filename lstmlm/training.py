@@ -1,20 +1,15 @@
 """Training with truncated backpropagation through time over contiguous streams.
 
-The training stream is cut into B contiguous streams laid side by side (``batchify``).
-For the alphabet as a stream of 26 tokens and B = 4:
+The batches are the (T, B) layout of ``lstmlm.batching``: B contiguous streams side by
+side, read ``bptt`` rows at a time. Because column b of batch k+1 continues column b of
+batch k, the hidden state at the end of one batch is the right starting state for the
+next: it is carried over (detached, so gradients stop at the batch boundary).
+``stateful: false`` resets it to zeros for every batch instead, as the seed notebook did.
 
-    ┌ a g m s ┐
-    │ b h n t │
-    │ c i o u │   T rows (time), B columns (streams); the tail (y, z) that does not
-    │ d j p v │   fill a row is dropped.
-    │ e k q w │
-    └ f l r x ┘
-
-A batch is ``bptt`` consecutive rows: inputs rows [i, i+bptt) and targets rows
-[i+1, i+1+bptt). Because column b of batch k+1 continues column b of batch k, the hidden
-state at the end of one batch is the right starting state for the next: it is carried
-over (detached, so gradients stop at the batch boundary). ``stateful: false`` resets it
-to zeros for every batch instead, as the seed notebook did.
+Read top to bottom: the config; the learning rate as a function of progress (``get_lr``);
+one step (``Trainer.train_step``); one epoch (``Trainer.train_epoch``); what happens
+between epochs (``Trainer.end_epoch``: the best weights, the plateau cut, the switch to
+weight averaging); the loop (``Trainer.fit``).
 """
 
 from __future__ import annotations
@@ -23,16 +18,19 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from .distributed import all_reduce_tensor, broadcast_from_rank0, is_distributed, rank0_decides
+from .batching import batch_starts, batchify, get_batch
+from .distributed import all_reduce_tensor, broadcast_from_rank0, rank0_decides
 from .errors import LstmlmError
-from .model import LSTMLanguageModel, State, detach_state
+from .evaluation import evaluate_loss, full_precision, perplexity
+from .model import LSTMLanguageModel, Output, State, detach_state
+from .params import spec
 
 # Every LOG_EVERY steps the loop reads the loss back (the one host sync of the loop) and,
 # under DDP, agrees on it and on stopping with the other ranks.
@@ -41,6 +39,40 @@ LOG_EVERY = 20
 DIVERGED_NATS = 10.0
 # The cosine schedule ends at this fraction of train.lr.
 COSINE_FLOOR = 0.05
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section of params.yaml."""
+
+    epochs: int = spec(8, low=1)
+    batch_size: int = spec(32, low=1)
+    bptt: int = spec(70, low=1)
+    variable_bptt: bool = spec(False, doc="draw each batch's length around bptt (AWD-LSTM)")
+    stateful: bool = spec(True, doc="carry the hidden state across batches")
+    optimizer: str = spec("adam", choices=("adam", "adamw", "sgd"))
+    lr: float = spec(3.0e-3, low=0.0, low_open=True)
+    weight_decay: float = spec(0.0, low=0.0)
+    clip: float = spec(0.25, low=0.0, doc="max gradient norm; 0 disables clipping")
+    schedule: str = spec("cosine", choices=("cosine", "plateau", "constant"),
+                         doc="cosine: decay per batch over train.epochs; plateau: on valid loss")
+    lr_factor: float = spec(0.5, low=0.0, high=1.0, low_open=True, high_open=True,
+                            doc="schedule plateau: multiply the rate by this on a plateau")
+    lr_patience: int = spec(0, low=0, doc="schedule plateau: epochs without improvement first")
+    early_stop_patience: int = spec(3, low=1)
+    averaging: str = spec("none", choices=("none", "ntasgd"),
+                          doc="ntasgd: average the weights once valid stops improving")
+    nonmono: int = spec(5, low=1, doc="averaging ntasgd: epochs to look back")
+    activation_reg: float = spec(0.0, low=0.0, doc="AR: alpha * mean(dropped top output^2)")
+    temporal_activation_reg: float = spec(0.0, low=0.0,
+                                          doc="TAR: beta * mean((h_t - h_{t-1})^2)")
+    max_minutes: float = spec(0.0, low=0.0, doc="wall-clock budget; 0 means none")
+    seed: int = spec(1234, low=0, high=2**63 - 1)
+    device: str = spec("auto", choices=("auto", "cpu", "cuda"))
+    precision: str = spec("tf32", choices=("tf32", "fp32"),
+                          doc="tf32: TensorFloat-32 matrix products on CUDA; the CPU is fp32")
+    threads: int = spec(0, low=0, doc="CPU threads; 0 uses every core")
+    nproc: int = spec(1, low=1, doc="processes under torchrun")
 
 
 class TrainingDiverged(LstmlmError, RuntimeError):
@@ -60,8 +92,8 @@ class EpochRecord:
     tokens_per_s: float
     epoch_seconds: float
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+# --------------------------------------------------------------------------- machine
 
 
 def pick_device(name: str) -> torch.device:
@@ -69,89 +101,127 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device: 'cuda' was asked for, but no CUDA device is available")
+        raise LstmlmError("train.device: 'cuda' was asked for, but no CUDA device is "
+                          "available here; use train.device: auto or cpu")
     return torch.device(name)
 
 
-def set_cpu_threads(threads: int, processes: int = 1) -> int:
+def set_cpu_threads(threads: int, processes: int = 1, key: str = "train.threads") -> int:
     """Use ``threads`` intra-op threads (0: this process's share of the cores, with
     ``processes`` training processes on the machine) and return the number used."""
-    n = threads or max(1, (os.cpu_count() or 1) // max(1, processes))
+    cores = os.cpu_count() or 1
+    if threads > 4 * cores:  # oneDNN crashes (SIGSEGV) on absurd thread counts
+        raise LstmlmError(f"{key}: {threads} is not allowed on this machine of {cores} "
+                          f"cores; use 0 (all cores) or at most {4 * cores}")
+    n = threads or max(1, cores // max(1, processes))
     torch.set_num_threads(n)
     return n
 
 
-def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
-    """Stream of N ids -> (N // B, B) int64 tensor of B contiguous columns (see above)."""
-    n_rows = len(ids) // batch_size
-    if n_rows < 2:
-        raise ValueError(f"a stream of {len(ids)} tokens is too short for {batch_size} "
-                         "streams: each needs at least 2 tokens")
-    data = torch.from_numpy(np.asarray(ids[: n_rows * batch_size], dtype=np.int64))
-    return data.view(batch_size, n_rows).t().contiguous()
+def set_precision(precision: str) -> None:
+    """TF32 for training's matrix products and cuDNN's LSTM on CUDA (fp32 storage,
+    inputs rounded to 10 mantissa bits, fp32 accumulation). Evaluation turns it off
+    (``evaluation.full_precision``); on a CPU it changes nothing."""
+    allow = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
 
 
-def batch_starts(n_rows: int, bptt: int, variable: bool,
-                 rng: random.Random) -> Iterator[tuple[int, int]]:
-    """(start row, sequence length) of each batch over a (T, B) stream.
-
-    With ``variable`` the length is drawn around ``bptt`` as in AWD-LSTM (and now and
-    then around bptt / 2) so that batch boundaries fall at different places each epoch.
-    """
-    i = 0
-    while i < n_rows - 1:
-        seq_len = bptt
-        if variable:
-            base = bptt if rng.random() < 0.95 else bptt / 2
-            seq_len = max(5, int(rng.gauss(base, 5)))
-        seq_len = min(seq_len, n_rows - 1 - i)
-        yield i, seq_len
-        i += seq_len
+# --------------------------------------------------------------------------- schedule
 
 
-@torch.no_grad()
-def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int,
-                  autocast_dtype: torch.dtype | None = None) -> float:
-    """Mean loss (nats per token) over a whole (T, B) stream, state carried throughout."""
-    model.eval()
-    device = next(model.parameters()).device
-    state = model.init_state(data.size(1))
-    total, count = torch.zeros((), device=device, dtype=torch.float64), 0
-    for i in range(0, data.size(0) - 1, bptt):
-        seq_len = min(bptt, data.size(0) - 1 - i)
-        inputs = data[i:i + seq_len].to(device, non_blocking=True)
-        targets = data[i + 1:i + 1 + seq_len].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
-                            enabled=autocast_dtype is not None):
-            features, state = model(inputs, state)
-            loss = model.loss(features.float(), targets)
-        total += loss.double() * targets.numel()
-        count += targets.numel()
-    return float(total) / count
+def get_lr(config: TrainConfig, progress: float, plateau_cuts: int = 0) -> float:
+    """The learning rate after ``progress`` epochs (fractional: 2.5 is half-way through
+    the third). cosine: from train.lr down to COSINE_FLOOR of it over train.epochs;
+    plateau: train.lr cut by lr_factor once per plateau so far; constant: train.lr."""
+    if config.schedule == "cosine":
+        done = min(1.0, progress / config.epochs)
+        return config.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * done)))
+    if config.schedule == "plateau":
+        return config.lr * config.lr_factor ** plateau_cuts
+    return config.lr
 
 
-def perplexity(loss: float) -> float:
-    """exp(mean loss in nats); capped to stay finite for diverged models."""
-    return math.exp(min(loss, 700.0))
+def make_optimizer(model: nn.Module, config: TrainConfig,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD; fused kernels on CUDA."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    return kinds[config.optimizer](model.parameters(), lr=config.lr,
+                                   weight_decay=config.weight_decay, **fused)
+
+
+def should_start_averaging(valid_losses: list[float], nonmono: int) -> bool:
+    """NT-ASGD's trigger (Merity et al. 2017): the newest validation loss is worse than
+    the best of those more than ``nonmono`` epochs before it."""
+    earlier = valid_losses[:-1]
+    return len(earlier) > nonmono and valid_losses[-1] > min(earlier[:-nonmono])
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def activation_penalty(out: Output, config: TrainConfig) -> torch.Tensor | float:
+    """AR and TAR (Merity et al. 2017): keep the top LSTM's dropped outputs small (AR)
+    and its raw outputs slowly changing over time (TAR). out.top is (T, B, hidden)."""
+    penalty: torch.Tensor | float = 0.0
+    if config.activation_reg:
+        penalty = penalty + config.activation_reg * out.top_dropped.pow(2).mean()
+    if config.temporal_activation_reg and out.top.size(0) > 1:
+        penalty = penalty + config.temporal_activation_reg * (
+            out.top[1:] - out.top[:-1]).pow(2).mean()
+    return penalty
 
 
 class LossForward(nn.Module):
-    """(inputs, targets, state) -> (mean loss, new state): the model and its loss in one
-    forward, so that DistributedDataParallel sees every parameter the loss uses (the
-    adaptive softmax's tail clusters are skipped when no target falls in them)."""
+    """(inputs, targets, state) -> (mean loss, objective, new state): the model and its
+    loss in one forward, so that DistributedDataParallel sees every parameter the loss
+    uses (the adaptive softmax's tail clusters are skipped when no target falls in them).
+    The objective adds AR/TAR to the loss; the loss alone is what is reported."""
 
-    def __init__(self, model: LSTMLanguageModel):
+    def __init__(self, model: LSTMLanguageModel, config: TrainConfig):
         super().__init__()
-        self.model = model
+        self.model, self.config = model, config
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor,
-                state: State) -> tuple[torch.Tensor, State]:
-        features, state = self.model(inputs, state)
-        return self.model.loss(features.float(), targets), state
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, state: State):
+        out = self.model(inputs, state)
+        loss = self.model.loss(out.features, targets)
+        return loss, loss + activation_penalty(out, self.config), out.state
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+@dataclass
+class Progress:
+    """Everything between epochs that a resumed run needs: the one place that tracks
+    the best weights, the plateau cuts and the switch to averaging."""
+
+    epoch: int = 0
+    valid_losses: list[float] = field(default_factory=list)
+    best_valid_loss: float = math.inf
+    best_epoch: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    epochs_since_best: int = 0
+    plateau_cuts: int = 0
+    epochs_since_cut: int = 0
+    averaging: bool = False
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["history"] = [asdict(r) for r in self.history]
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Progress":
+        values = dict(values)
+        values["history"] = [EpochRecord(**r) for r in values["history"]]
+        return cls(**values)
 
 
 class Trainer:
-    """Owns the model, optimiser, scheduler and the RNG; runs epochs.
+    """Owns the model, optimiser, weight average, RNG and progress; runs epochs.
 
     ``rank``/``world_size`` select this process's slice of the B streams under
     data-parallel training; with world_size 1 it is the whole batch. With world_size > 1
@@ -161,49 +231,147 @@ class Trainer:
     """
 
     def __init__(self, model: LSTMLanguageModel, train_ids: np.ndarray, valid_ids: np.ndarray,
-                 params, device: torch.device, *, rank: int = 0, world_size: int = 1,
-                 progress: bool = True):
-        self.params = params
-        self.device = device
+                 config: TrainConfig, device: torch.device, *, rank: int = 0,
+                 world_size: int = 1, progress_bar: bool = True):
+        self.config, self.device = config, device
         self.model = model.to(device)
         self.rank, self.world_size = rank, world_size
-        self.net: nn.Module = LossForward(self.model)
-        if world_size > 1:
-            if not is_distributed():
-                raise RuntimeError(f"world_size {world_size} needs a running process group "
-                                   "(lstmlm.distributed.setup_distributed)")
-            from torch.nn.parallel import DistributedDataParallel
+        self.train_data, self.valid_data = split_streams(
+            train_ids, valid_ids, config.batch_size, rank, world_size, device)
+        self.net = wrap_model(LossForward(self.model, config), device, world_size)
+        self.progress_bar = progress_bar and rank == 0
+        self.optimizer = make_optimizer(model, config, device)
+        self.average: torch.optim.swa_utils.AveragedModel | None = None
+        self.rng = random.Random(config.seed)
+        self.progress = Progress()
 
-            # DDP broadcasts rank 0's weights here and averages gradients in backward.
-            # An adaptive softmax leaves a tail cluster unused when no target of this
-            # rank's batch falls in it: DDP must look for unused parameters then.
-            self.net = DistributedDataParallel(
-                self.net, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=model.config.output == "adaptive")
-        self.progress = progress and rank == 0
-        if params.batch_size % world_size:
-            raise ValueError(f"train.batch_size {params.batch_size} does not split over "
-                             f"{world_size} processes")
-        per_rank = params.batch_size // world_size
-        full = batchify(train_ids, params.batch_size)
-        # Rank r takes columns [r * b, (r + 1) * b): whole streams, so BPTT state holds.
-        self.train_data = full[:, rank * per_rank:(rank + 1) * per_rank].contiguous()
-        # Per-epoch validation runs at the training batch size: the full stream, state
-        # carried, but B streams wide, so it costs seconds instead of a minute on a CPU. The
-        # evaluate stage then reports the literature's setting (batch 10 valid, 1 test).
-        self.valid_data = batchify(valid_ids, min(params.batch_size, max(1, len(valid_ids) // 2)))
-        if device.type == "cuda":
-            self.train_data = self.train_data.pin_memory()
-            self.valid_data = self.valid_data.pin_memory()
-        self.autocast_dtype = torch.bfloat16 if (device.type == "cuda" and params.bf16) else None
-        self.optimizer = make_optimizer(model, params, device)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=params.lr_factor, patience=params.lr_patience)
-        self.rng = random.Random(params.seed)
-        self.epoch = 0
-        self.best_valid_loss = math.inf
-        self.epochs_since_best = 0
-        self.history: list[EpochRecord] = []
+    # ------------------------------------------------------------------ one epoch
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, state: State,
+                   lr: float) -> tuple[torch.Tensor, State]:
+        """Forward, backward, clip, update; returns the (detached) loss and state."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, objective, state = self.net(inputs, targets, state)
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        if self.config.clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
+        return loss.detach(), detach_state(state)
+
+    def step_lr(self, row: int, seq_len: int) -> float:
+        """The rate for the batch starting at ``row``; longer sequences carry more
+        gradient, so with variable BPTT the rate scales with the length (AWD-LSTM)."""
+        c = self.config
+        n_rows = self.train_data.size(0)
+        lr = get_lr(c, self.progress.epoch + row / (n_rows - 1), self.progress.plateau_cuts)
+        return lr * seq_len / c.bptt if c.variable_bptt else lr
+
+    def train_epoch(self, deadline: float | None = None) -> tuple[float, int, float]:
+        """One pass over the training streams. Returns (mean loss, tokens, seconds).
+        Stops early, mid-epoch, when ``deadline`` (time.monotonic()) passes."""
+        c = self.config
+        self._seed_epoch()
+        self.net.train()
+        batch = self.train_data.size(1)
+        state = self.model.init_state(batch)
+        meter = LossMeter(self, deadline)
+        for step, (i, seq_len) in enumerate(batch_starts(self.train_data.size(0), c.bptt,
+                                                         c.variable_bptt, self.rng)):
+            inputs, targets = get_batch(self.train_data, i, seq_len, self.device)
+            if not c.stateful:
+                state = self.model.init_state(batch)
+            loss, state = self.train_step(inputs, targets, state, self.step_lr(i, seq_len))
+            if meter.add(step, loss, targets.numel(), seq_len):
+                break
+        return meter.close()
+
+    def _seed_epoch(self) -> None:
+        """Under DDP, dropout masks differ per rank, and the RNG at an epoch's start
+        depends only on (seed, rank, epoch): a resumed run draws what an uninterrupted
+        one would."""
+        if self.world_size > 1:
+            torch.manual_seed(int(np.random.SeedSequence(
+                [self.config.seed, self.rank, self.progress.epoch]).generate_state(1)[0]))
+
+    # ------------------------------------------------------------------ between epochs
+
+    @property
+    def eval_model(self) -> LSTMLanguageModel:
+        """The weights that are validated and saved: the running average once NT-ASGD
+        has switched to it, else the model's own."""
+        return self.model if self.average is None else self.average.module
+
+    def validate(self) -> float:
+        """Mean validation loss, in fp32; under DDP computed once, by rank 0, and broadcast."""
+        loss = 0.0
+        if self.rank == 0:
+            with full_precision():
+                loss = evaluate_loss(self.eval_model, self.valid_data, self.config.bptt)
+        return broadcast_from_rank0(loss, self.device) if self.world_size > 1 else loss
+
+    def check_diverged(self, valid_loss: float) -> None:
+        """NaN/inf, or finite but far worse than a uniform guess (Adam with an absurd rate
+        gives losses of 1e13 that are finite). Checked before anything is saved."""
+        uniform = math.log(self.model.vocab_size)
+        if not math.isfinite(valid_loss) or valid_loss > uniform + DIVERGED_NATS:
+            raise TrainingDiverged(
+                f"the validation loss became {valid_loss:.3g} nats per token after epoch "
+                f"{self.progress.epoch + 1}, against {uniform:.2f} for a uniform guess: the "
+                f"model diverged; the learning rate (train.lr={self.config.lr:g}) may be too "
+                f"high or gradient clipping too loose (train.clip={self.config.clip:g})")
+
+    def end_epoch(self, valid_loss: float) -> bool:
+        """Book-keeping after an epoch; returns whether it is the best so far."""
+        c, p = self.config, self.progress
+        p.epoch += 1
+        p.valid_losses.append(valid_loss)
+        is_best = valid_loss < p.best_valid_loss
+        if is_best:
+            p.best_valid_loss, p.best_epoch, p.epochs_since_best = valid_loss, p.epoch, 0
+            p.best_weights = {k: v.detach().cpu().clone()
+                              for k, v in self.eval_model.state_dict().items()}
+        else:
+            p.epochs_since_best += 1
+        # Plateau: cut the rate once lr_patience epochs in a row brought no new best.
+        p.epochs_since_cut = 0 if is_best else p.epochs_since_cut + 1
+        if c.schedule == "plateau" and p.epochs_since_cut > c.lr_patience:
+            p.plateau_cuts, p.epochs_since_cut = p.plateau_cuts + 1, 0
+        if (c.averaging == "ntasgd" and not p.averaging
+                and should_start_averaging(p.valid_losses, c.nonmono)):
+            p.averaging = True
+            self.start_averaging()
+        return is_best
+
+    def start_averaging(self) -> None:
+        """From now on keep a uniform average of the weights after every step."""
+        self.average = torch.optim.swa_utils.AveragedModel(self.model, use_buffers=True)
+
+    def fit(self, on_epoch: Callable[[EpochRecord, bool], None] | None = None,
+            deadline: float | None = None) -> list[EpochRecord]:
+        """Train until train.epochs, early stopping or ``deadline``; after each epoch
+        ``on_epoch(record, is_best)`` is called (to log and save)."""
+        c, p = self.config, self.progress
+        if c.max_minutes and deadline is None:
+            deadline = time.monotonic() + 60 * c.max_minutes
+        while p.epoch < c.epochs and p.epochs_since_best < c.early_stop_patience:
+            lr = get_lr(c, p.epoch, p.plateau_cuts)
+            train_loss, tokens, seconds = self.train_epoch(deadline)
+            valid_loss = self.validate()
+            self.check_diverged(valid_loss)
+            is_best = self.end_epoch(valid_loss)
+            record = EpochRecord(p.epoch, train_loss, perplexity(train_loss), valid_loss,
+                                 perplexity(valid_loss), lr, tokens / seconds, seconds)
+            p.history.append(record)
+            if on_epoch is not None:
+                on_epoch(record, is_best)
+            past = deadline is not None and time.monotonic() > deadline
+            if rank0_decides(past, self.device) if self.world_size > 1 else past:
+                break
+        return p.history
 
     # ------------------------------------------------------------------ resume state
 
@@ -212,202 +380,124 @@ class Trainer:
         return {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "average": None if self.average is None else {
+                k: v.detach().cpu() for k, v in self.average.state_dict().items()},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python_rng": _encode_random_state(self.rng.getstate()),
-            "epoch": self.epoch,
-            "best_valid_loss": self.best_valid_loss,
-            "epochs_since_best": self.epochs_since_best,
-            "history": [r.to_dict() for r in self.history],
+            "progress": self.progress.to_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if state["average"] is not None:
+            self.start_averaging()
+            self.average.load_state_dict(state["average"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.rng.setstate(_decode_random_state(state["python_rng"]))
-        self.epoch = state["epoch"]
-        self.best_valid_loss = state["best_valid_loss"]
-        self.epochs_since_best = state["epochs_since_best"]
-        self.history = [EpochRecord(**r) for r in state["history"]]
+        self.progress = Progress.from_dict(state["progress"])
 
-    # ------------------------------------------------------------------ epochs
 
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+def split_streams(train_ids: np.ndarray, valid_ids: np.ndarray, batch_size: int, rank: int,
+                  world_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's (T, b) training columns and the (T, B) validation stream."""
+    if batch_size % world_size:
+        raise LstmlmError(f"train.batch_size {batch_size} does not split over "
+                          f"{world_size} processes (train.nproc)")
+    per_rank = batch_size // world_size
+    full = batchify(train_ids, batch_size)
+    # Rank r takes columns [r * b, (r + 1) * b): whole streams, so BPTT state holds.
+    train = full[:, rank * per_rank:(rank + 1) * per_rank].contiguous()
+    # Per-epoch validation runs at the training batch size: the full stream, state
+    # carried, but B streams wide, so it costs seconds instead of a minute on a CPU. The
+    # evaluate stage then reports the literature's setting (batch 10 valid, 1 test).
+    valid = batchify(valid_ids, min(batch_size, max(1, len(valid_ids) // 2)))
+    if device.type == "cuda":
+        train, valid = train.pin_memory(), valid.pin_memory()
+    return train, valid
 
-    def train_epoch(self, deadline: float | None = None) -> tuple[float, int, float]:
-        """One pass over the training streams. Returns (mean loss, tokens, seconds).
 
-        Stops early, mid-epoch, when ``deadline`` (time.monotonic()) passes.
-        """
+def wrap_model(net: nn.Module, device: torch.device, world_size: int) -> nn.Module:
+    """DistributedDataParallel when there are several processes, else the module itself."""
+    if world_size == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    # DDP broadcasts rank 0's weights here and averages gradients in backward. An adaptive
+    # softmax leaves a tail cluster unused when no target of this rank's batch falls in it:
+    # DDP must look for unused parameters then.
+    return DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=net.model.config.output == "adaptive")
+
+
+class LossMeter:
+    """Sums the epoch's loss on the device, reads it back every LOG_EVERY steps (the one
+    host sync of the loop) for the progress bar and the divergence check, and decides
+    when the deadline stops the epoch. Under DDP the read-back is an all-reduce, so every
+    rank sees the global loss and rank 0's deadline decision (all stop after the same
+    step: DDP needs every rank in every backward)."""
+
+    def __init__(self, trainer: Trainer, deadline: float | None):
         from tqdm import tqdm
 
-        p, device = self.params, self.device
-        distributed = self.world_size > 1
-        if distributed:
-            # Dropout masks differ per rank, and the RNG at an epoch's start depends only on
-            # (seed, rank, epoch): a resumed run draws what an uninterrupted one would.
-            torch.manual_seed(int(np.random.SeedSequence(
-                [p.seed, self.rank, self.epoch]).generate_state(1)[0]))
-        self.net.train()
-        per_rank_batch = self.train_data.size(1)
-        state: State = self.model.init_state(per_rank_batch)
-        # Loss is summed on the device and read back only for logging: no host sync per step.
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        window_sum = torch.zeros((), device=device, dtype=torch.float64)
-        tokens = window_tokens = 0
-        started = time.perf_counter()
-        n_rows = self.train_data.size(0)
-        bar = tqdm(total=n_rows - 1, desc=f"epoch {self.epoch + 1}", unit="row", leave=False,
-                   disable=None if self.progress else True, mininterval=1.0)
-        base_lr = self.lr
-        for step, (i, seq_len) in enumerate(batch_starts(n_rows, p.bptt, p.variable_bptt,
-                                                         self.rng)):
-            inputs = self.train_data[i:i + seq_len].to(device, non_blocking=True)
-            targets = self.train_data[i + 1:i + 1 + seq_len].to(device, non_blocking=True)
-            if not p.stateful:
-                state = self.model.init_state(per_rank_batch)
-            lr = self.cosine_lr(i / (n_rows - 1)) if p.schedule == "cosine" else base_lr
-            # Longer sequences carry more gradient; scale the rate (AWD-LSTM) to match.
-            if p.variable_bptt:
-                lr *= seq_len / p.bptt
-            self.optimizer.param_groups[0]["lr"] = lr
-            with torch.autocast(device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                                enabled=self.autocast_dtype is not None):
-                # Under DDP each rank's loss is the mean over its own tokens; DDP averages
-                # the gradients over ranks, which with equal slices is the global mean's.
-                loss, state = self.net(inputs, targets, state)
-            state = detach_state(state)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if p.clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), p.clip)
-            self.optimizer.step()
-            n = targets.numel()
-            loss_sum += loss.detach().double() * n
-            window_sum += loss.detach().double() * n
-            tokens += n
-            window_tokens += n
-            bar.update(seq_len)
-            past_deadline = deadline is not None and time.monotonic() > deadline
-            stop = past_deadline and not distributed
-            if step % LOG_EVERY == 0:
-                rank0_past = past_deadline and self.rank == 0
-                window = torch.stack([window_sum, window_sum.new_tensor(float(window_tokens)),
-                                      window_sum.new_tensor(float(rank0_past))])
-                if distributed:
-                    # Summed over ranks: every rank sees the global loss (so all raise on
-                    # divergence together) and rank 0's deadline decision (so all stop
-                    # after the same step; DDP needs every rank in every backward).
-                    all_reduce_tensor(window)
-                w_sum, w_tokens, rank0_stop = window.tolist()  # the one sync, for logging
-                window_loss = w_sum / w_tokens
-                stop = stop or rank0_stop > 0
-                if not math.isfinite(window_loss):
-                    raise TrainingDiverged(
-                        f"the training loss became {window_loss} in epoch {self.epoch + 1}, "
-                        f"batch {step}: the learning rate ({self.lr:g}) may be too high or "
-                        f"gradient clipping too loose (train.clip={p.clip:g})")
-                elapsed = time.perf_counter() - started
-                bar.set_postfix(loss=f"{window_loss:.3f}",
-                                tok_s=f"{tokens * self.world_size / elapsed:,.0f}")
-                window_sum.zero_()
-                window_tokens = 0
-            if stop:  # under DDP only at a logging step, where the ranks agreed on it
-                break
-        # Leave the epoch-level rate in place: the plateau schedule and the logs read it.
-        self.optimizer.param_groups[0]["lr"] = (
-            self.cosine_lr(1.0) if p.schedule == "cosine" else base_lr)
-        bar.close()
-        totals = torch.stack([loss_sum, loss_sum.new_tensor(float(tokens))])
-        if distributed:
+        self.trainer, self.deadline = trainer, deadline
+        device = trainer.device
+        self.total = torch.zeros((), device=device, dtype=torch.float64)
+        self.window = torch.zeros((), device=device, dtype=torch.float64)
+        self.tokens = self.window_tokens = 0
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=trainer.train_data.size(0) - 1, unit="row", leave=False,
+                        desc=f"epoch {trainer.progress.epoch + 1}", mininterval=1.0,
+                        disable=None if trainer.progress_bar else True)
+
+    def add(self, step: int, loss: torch.Tensor, n: int, rows: int) -> bool:
+        """Count one step; True when the epoch must stop (deadline)."""
+        self.total += loss.double() * n
+        self.window += loss.double() * n
+        self.tokens += n
+        self.window_tokens += n
+        self.bar.update(rows)
+        past = self.deadline is not None and time.monotonic() > self.deadline
+        distributed = self.trainer.world_size > 1
+        if step % LOG_EVERY:
+            return past and not distributed
+        return self._read_window(step, past) or (past and not distributed)
+
+    def _read_window(self, step: int, past: bool) -> bool:
+        t = self.trainer
+        packed = torch.stack([self.window, self.window.new_tensor(float(self.window_tokens)),
+                              self.window.new_tensor(float(past and t.rank == 0))])
+        if t.world_size > 1:
+            all_reduce_tensor(packed)
+        w_sum, w_tokens, rank0_stop = packed.tolist()
+        loss = w_sum / w_tokens
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss became {loss} in epoch {t.progress.epoch + 1}, batch "
+                f"{step}: the learning rate may be too high or gradient clipping too loose "
+                f"(train.lr={t.config.lr:g}, train.clip={t.config.clip:g})")
+        rate = self.tokens * t.world_size / (time.perf_counter() - self.started)
+        self.bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
+        self.window.zero_()
+        self.window_tokens = 0
+        return rank0_stop > 0
+
+    def close(self) -> tuple[float, int, float]:
+        self.bar.close()
+        totals = torch.stack([self.total, self.total.new_tensor(float(self.tokens))])
+        if self.trainer.world_size > 1:
             all_reduce_tensor(totals)  # the epoch's loss and tokens over all B streams
-        loss_total, tokens_total = totals.tolist()
-        tokens = int(tokens_total)
-        mean_loss = loss_total / max(tokens, 1)
-        if not math.isfinite(mean_loss):
-            raise TrainingDiverged(f"the training loss became {mean_loss} in epoch "
-                                   f"{self.epoch + 1}: lower train.lr or train.clip")
-        return mean_loss, tokens, time.perf_counter() - started
-
-    def cosine_lr(self, epoch_fraction: float) -> float:
-        """The cosine schedule's rate at ``epoch_fraction`` of the current epoch: from
-        train.lr down to COSINE_FLOOR of it at the end of the last planned epoch."""
-        p = self.params
-        progress = min(1.0, (self.epoch + epoch_fraction) / p.epochs)
-        return p.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-    def validate(self) -> float:
-        """Mean validation loss; under DDP computed once, by rank 0, and broadcast."""
-        if self.world_size == 1:
-            return evaluate_loss(self.model, self.valid_data, self.params.bptt,
-                                 self.autocast_dtype)
-        loss = (evaluate_loss(self.model, self.valid_data, self.params.bptt,
-                              self.autocast_dtype) if self.rank == 0 else 0.0)
-        return broadcast_from_rank0(loss, self.device)
-
-    def fit(self, on_epoch: Callable[[EpochRecord, bool], None] | None = None,
-            deadline: float | None = None) -> list[EpochRecord]:
-        """Train until ``params.epochs``, early stopping or ``deadline``.
-
-        After each epoch ``on_epoch(record, is_best)`` is called (to log, save the best
-        checkpoint and the resume state).
-        """
-        p = self.params
-        if p.max_minutes and deadline is None:
-            deadline = time.monotonic() + 60 * p.max_minutes
-        while self.epoch < p.epochs and self.epochs_since_best < p.early_stop_patience:
-            lr = self.lr
-            train_loss, tokens, seconds = self.train_epoch(deadline)
-            valid_loss = self.validate()
-            # Diverged: NaN/inf, or finite but far worse than a uniform guess (Adam with an
-            # absurd rate gives losses of 1e13 that are finite). Raised before on_epoch, so a
-            # diverged model is never saved; the value is the same on every rank.
-            uniform = math.log(self.model.config.vocab_size)
-            if not math.isfinite(valid_loss) or valid_loss > uniform + DIVERGED_NATS:
-                raise TrainingDiverged(
-                    f"the validation loss became {valid_loss:.3g} nats per token after epoch "
-                    f"{self.epoch + 1}, against {uniform:.2f} for a uniform guess: the model "
-                    f"diverged; the learning rate (train.lr={p.lr:g}) may be too high or "
-                    f"gradient clipping too loose (train.clip={p.clip:g})")
-            self.epoch += 1
-            is_best = valid_loss < self.best_valid_loss
-            if is_best:
-                self.best_valid_loss, self.epochs_since_best = valid_loss, 0
-            else:
-                self.epochs_since_best += 1
-            if p.schedule == "plateau":
-                self.scheduler.step(valid_loss)
-            record = EpochRecord(self.epoch, train_loss, perplexity(train_loss), valid_loss,
-                                 perplexity(valid_loss), lr, tokens / seconds, seconds)
-            self.history.append(record)
-            if on_epoch is not None:
-                on_epoch(record, is_best)
-            past_deadline = deadline is not None and time.monotonic() > deadline
-            if rank0_decides(past_deadline, self.device) if self.world_size > 1 else past_deadline:
-                break
-        return self.history
-
-
-def make_optimizer(model: nn.Module, params, device: torch.device) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD; fused kernels on CUDA."""
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if params.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=params.lr,
-                                weight_decay=params.weight_decay, **fused)
-    if params.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=params.lr,
-                                 weight_decay=params.weight_decay, **fused)
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=params.lr,
-                               weight_decay=params.weight_decay)
-    raise ValueError(f"train.optimizer: unknown optimiser {params.optimizer!r}")
+        loss_total, tokens = totals.tolist()
+        mean = loss_total / max(tokens, 1)
+        if not math.isfinite(mean):
+            raise TrainingDiverged(f"the training loss became {mean} in epoch "
+                                   f"{self.trainer.progress.epoch + 1}: lower train.lr or "
+                                   "train.clip")
+        return mean, int(tokens), time.perf_counter() - self.started
 
 
 def _encode_random_state(state: tuple) -> list:

@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from lstmlm.download import DownloadError, prepare_corpus
+from lstmlm.download import DownloadConfig, DownloadError, prepare_corpus
 from lstmlm.params import ParamsError, read_params
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     try:
-        params = read_params(args.params, "download")["download"]
+        params = read_params(args.params, download=DownloadConfig)["download"]
         # A progress bar only where someone watches; in CI logs it is noise.
         result = prepare_corpus(params.corpus, args.out, progress=sys.stderr.isatty())
     except (ParamsError, DownloadError) as err:

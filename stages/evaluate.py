@@ -16,7 +16,9 @@ from lstmlm.corpus import load_ids
 from lstmlm.errors import LstmlmError, run_main
 from lstmlm.files import write_json
 from lstmlm.params import read_params
-from lstmlm.training import batchify, evaluate_loss, perplexity, set_cpu_threads
+from lstmlm.batching import batchify
+from lstmlm.evaluation import EvaluateConfig, evaluate_loss, full_precision, perplexity
+from lstmlm.training import set_cpu_threads
 from lstmlm.vocab import Vocabulary
 
 
@@ -24,7 +26,8 @@ def evaluate_split(model, ids, batch_size: int, bptt: int) -> dict:
     """Loss, perplexity and speed over one whole split."""
     data = batchify(ids, batch_size)
     started = time.perf_counter()
-    loss = evaluate_loss(model, data, bptt)
+    with full_precision():
+        loss = evaluate_loss(model, data, bptt)
     seconds = time.perf_counter() - started
     return {"loss": round(loss, 6), "ppl": round(perplexity(loss), 3),
             "tokens_per_s": round(data.numel() / seconds, 1)}
@@ -38,7 +41,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="output metrics JSON")
     args = parser.parse_args()
-    params = read_params(args.params, "evaluate")["evaluate"]
+    params = read_params(args.params, evaluate=EvaluateConfig)["evaluate"]
 
     set_cpu_threads(0)
     vocab = Vocabulary.load(args.vocab)

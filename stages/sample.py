@@ -1,7 +1,7 @@
 """Stage `sample`: generate text for each prompt in params and write it as Markdown.
 
-Reads params: sample.* (prompts, words, temperature, top_k, top_p, seed, allow_unk,
-stop_at_eos). The Markdown file is tracked by git, so a pull request shows the texts
+Reads params: sample.* (the sampling options) and prompts. The Markdown file is tracked
+by git, so a pull request shows the texts
 next to the metrics.
 """
 
@@ -16,13 +16,6 @@ from lstmlm.files import write_text
 from lstmlm.generate import Generator, SamplingOptions
 from lstmlm.params import read_params
 from lstmlm.vocab import Vocabulary
-
-
-def options_from_params(params) -> SamplingOptions:
-    """The sample section maps one to one onto the generator's options."""
-    return SamplingOptions(words=params.words, temperature=params.temperature,
-                           top_k=params.top_k, top_p=params.top_p, seed=params.seed,
-                           allow_unk=params.allow_unk, stop_at_eos=params.stop_at_eos)
 
 
 def render(generations, options: SamplingOptions, info: dict) -> str:
@@ -48,13 +41,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="output Markdown file")
     args = parser.parse_args()
-    params = read_params(args.params, "sample")["sample"]
-    options = options_from_params(params)
+    params = read_params(args.params, sample=SamplingOptions, prompts=list)
+    options = params["sample"]
 
     vocab = Vocabulary.load(args.vocab)
     model, payload = load_model(args.checkpoint, vocab)
     generator = Generator(model, vocab)
-    generations = [generator.generate(prompt, options) for prompt in params.prompts]
+    generations = [generator.generate(prompt, options) for prompt in params["prompts"]]
     write_text(args.out, render(generations, options, payload["info"]))
     for gen in generations:
         print(f"{gen.prompt} … {gen.text[:70]!r}")

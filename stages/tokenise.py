@@ -9,7 +9,8 @@ import argparse
 import time
 from pathlib import Path
 
-from lstmlm.corpus import WIKITEXT2_TOKENS, WIKITEXT2_VOCAB_SIZE, CorpusError, tokenise_corpus
+from lstmlm.corpus import (WIKITEXT2_TOKENS, WIKITEXT2_VOCAB_SIZE, CorpusError,
+                           TokeniseConfig, tokenise_corpus)
 from lstmlm.errors import run_main
 from lstmlm.files import sha256_file
 from lstmlm.params import read_params
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=Path, required=True, help="output directory")
     parser.add_argument("--vocab", type=Path, required=True, help="output vocabulary JSON")
     args = parser.parse_args()
-    params = read_params(args.params, "tokenise")["tokenise"]
+    params = read_params(args.params, tokenise=TokeniseConfig)["tokenise"]
 
     started = time.perf_counter()
     vocab, counts = tokenise_corpus(args.raw, args.tokens, args.vocab, scheme=params.scheme,

@@ -1,18 +1,15 @@
 """Stage `train`: train the LSTM language model; keep the best-by-valid checkpoint.
 
 Reads params: model.*, train.*. Logs per-epoch metrics with dvclive. After every epoch it
-saves a resume state outside DVC's outputs (so the run-cache stays on); if the stage is
-interrupted, the next `dvc repro` continues from the last finished epoch, provided the
-params and data are unchanged (checked by a fingerprint).
+saves a resume state outside DVC's outputs (lstmlm.resume); if the stage is interrupted,
+the next `dvc repro` continues from the last finished epoch.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import dataclasses
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -23,64 +20,15 @@ from lstmlm.checkpoint import save_checkpoint
 from lstmlm.corpus import load_ids
 from lstmlm.distributed import all_agree, cleanup_distributed, local_world_size, setup_distributed
 from lstmlm.errors import LstmlmError, run_main
-from lstmlm.files import atomic_path, sha256_file
 from lstmlm.model import LSTMLanguageModel, ModelConfig
-from lstmlm.params import as_dict, check_cutoffs, read_params
-from lstmlm.training import EpochRecord, Trainer, pick_device, set_cpu_threads
+from lstmlm.params import read_params
+from lstmlm.resources import check_fits
+from lstmlm.resume import ResumeFile, fingerprint
+from lstmlm.training import EpochRecord, TrainConfig, Trainer, pick_device, set_cpu_threads, set_precision
 from lstmlm.vocab import Vocabulary
 
-RESUME_FILE = "state.pt"
 
-
-def fingerprint(params: dict, vocab: Vocabulary, ids_dir: Path) -> str:
-    """Hash of everything that determines the training run; a resume state from a run
-    with another fingerprint must not be continued."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    digest.update(vocab.sha256.encode())
-    for split in ("train", "valid"):
-        digest.update(sha256_file(ids_dir / f"{split}.npy").encode())
-    return digest.hexdigest()
-
-
-def log_epoch(live, record: EpochRecord) -> None:
-    """One dvclive step per epoch: the curves `dvc plots show` draws."""
-    live.log_metric("train/loss", record.train_loss)
-    live.log_metric("train/ppl", record.train_ppl)
-    live.log_metric("valid/loss", record.valid_loss)
-    live.log_metric("valid/ppl", record.valid_ppl)
-    live.log_metric("lr", record.lr)
-    live.log_metric("tokens_per_s", round(record.tokens_per_s, 1))
-    live.log_metric("epoch_seconds", round(record.epoch_seconds, 2))
-    live.next_step()
-
-
-def read_resume_state(path: Path, run_id: str, say) -> dict | None:
-    """The resume state at ``path`` if there is one and it belongs to this run; otherwise
-    None, and ``say`` tells why (a damaged state is set aside, never a crash)."""
-    if not path.exists():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(saved, dict) or not {"trainer", "best"} <= saved.keys():
-            raise ValueError("not a resume state")
-    except Exception as err:  # torch raises many types for damaged files
-        say(f"train: ignoring {path}: unreadable or damaged ({type(err).__name__}: {err}); "
-            "starting afresh")
-        return None
-    if saved.get("fingerprint") != run_id:
-        say(f"train: ignoring {path}: it belongs to other params or data")
-        return None
-    return saved
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM behaves like Ctrl-C, so both end the stage through the same path."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--ids", type=Path, required=True, help="directory of id arrays")
@@ -89,109 +37,117 @@ def main() -> None:
     parser.add_argument("--live", type=Path, required=True, help="dvclive output directory")
     parser.add_argument("--resume-dir", type=Path, required=True,
                         help="where the resume state lives (not a DVC output)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    sections = read_params(args.params, "model", "train")
-    model_params, train_params = sections["model"], sections["train"]
-    if train_params.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return launch_torchrun(train_params.nproc)
-    rank = int(os.environ.get("RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
 
-    vocab = Vocabulary.load(args.vocab)
-    if model_params.output == "adaptive":
-        check_cutoffs(list(model_params.cutoffs), len(vocab))
+def log_epoch(live, record: EpochRecord) -> None:
+    """One dvclive step per epoch: the curves `dvc plots show` draws."""
+    for name in ("train_loss", "train_ppl", "valid_loss", "valid_ppl"):
+        live.log_metric(name.replace("_", "/", 1), getattr(record, name))
+    live.log_metric("lr", record.lr)
+    live.log_metric("tokens_per_s", round(record.tokens_per_s, 1))
+    live.log_metric("epoch_seconds", round(record.epoch_seconds, 2))
+    live.next_step()
+
+
+def build_trainer(args, vocab: Vocabulary, model_config, train_config, rank: int,
+                  world_size: int) -> Trainer:
+    """Data, device and model; checked to fit in memory before anything is allocated."""
     train_ids = load_ids(args.ids, "train", len(vocab))
     valid_ids = load_ids(args.ids, "valid", len(vocab))
-    if world_size > 1:
-        device = setup_distributed(train_params.device)
-    else:
-        device = pick_device(train_params.device)
-    threads = (set_cpu_threads(train_params.threads, local_world_size())
-               if device.type == "cpu" else 0)
-
-    torch.manual_seed(train_params.seed)
-    config = ModelConfig.from_params(model_params, len(vocab))
-    model = LSTMLanguageModel(config).to(device)
-    # With world_size > 1 the Trainer wraps the model in DistributedDataParallel.
+    device = setup_distributed(train_config.device) if world_size > 1 else pick_device(
+        train_config.device)
+    if device.type == "cpu":
+        set_cpu_threads(train_config.threads, local_world_size())
+    set_precision(train_config.precision)
+    check_fits(model_config, len(vocab), train_config, device.type)
+    torch.manual_seed(train_config.seed)
     try:
-        trainer = Trainer(model, train_ids, valid_ids, train_params, device, rank=rank,
-                          world_size=world_size)
-    except ValueError as err:  # batchify: a split too short for the batch size
+        model = LSTMLanguageModel(model_config, len(vocab))
+        return Trainer(model, train_ids, valid_ids, train_config, device, rank=rank,
+                       world_size=world_size)
+    except ValueError as err:  # a split too short for the batch size, cutoffs vs vocabulary
         raise LstmlmError(f"{args.ids}: {err}; use a longer corpus or a smaller "
-                          f"train.batch_size (now {train_params.batch_size})") from None
-    n_params = sum(p.numel() for p in model.parameters())
-    if rank == 0:
-        print(f"train: {n_params / 1e6:.1f}M parameters on {device}"
-              + (f" ({threads} threads)" if threads else "")
-              + (f", {world_size} processes" if world_size > 1 else ""), flush=True)
+                          f"train.batch_size (now {train_config.batch_size})") from None
 
-    # Resume state: fingerprinted so that changed params or data never resume a stale run.
-    print_ = print if rank == 0 else (lambda *a, **k: None)
-    run_id = fingerprint({"model": as_dict(model_params), "train": as_dict(train_params)},
-                         vocab, args.ids)
-    resume_path = args.resume_dir / RESUME_FILE
-    best = {"state_dict": None, "info": None}
-    saved = read_resume_state(resume_path, run_id, print_)
-    if saved is not None:
-        try:
-            trainer.load_state_dict(saved["trainer"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as err:
-            raise LstmlmError(f"{resume_path}: cannot resume from it ({type(err).__name__}: "
-                              f"{err}); delete {args.resume_dir} to start afresh") from None
-        best = saved["best"]
-        print_(f"train: resuming after epoch {trainer.epoch} from {resume_path}")
 
-    from dvclive import Live
-
-    live = Live(str(args.live), dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
-    if live is not None:
-        for record in trainer.history:  # DVC removed the old logs; replay the resumed epochs
-            log_epoch(live, record)
-
-    def write_best() -> None:
-        save_checkpoint(args.checkpoint, model, vocab, args.vocab, best["info"],
-                        state_dict=best["state_dict"])
-
-    def on_epoch(record: EpochRecord, is_best: bool) -> None:
-        if rank != 0:
-            return
-        print(f"epoch {record.epoch}: train ppl {record.train_ppl:.1f}, valid ppl "
-              f"{record.valid_ppl:.1f}, lr {record.lr:.2e}, {record.tokens_per_s:,.0f} tokens/s, "
-              f"{record.epoch_seconds:.0f}s" + (" (best)" if is_best else ""), flush=True)
-        log_epoch(live, record)
-        if is_best:
-            best["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best["info"] = {"epoch": record.epoch, "valid_ppl": record.valid_ppl,
-                            "valid_loss": record.valid_loss}
-            write_best()
-        with atomic_path(resume_path) as tmp:
-            torch.save({"fingerprint": run_id, "trainer": trainer.state_dict(), "best": best}, tmp)
-
-    if not all_agree(trainer.epoch, device):  # each rank read its own --resume-dir
+def main() -> int | None:
+    args = parse_args()
+    params = read_params(args.params, model=ModelConfig, train=TrainConfig)
+    model_config, train_config = params["model"], params["train"]
+    if train_config.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return launch_torchrun(train_config.nproc)
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    vocab = Vocabulary.load(args.vocab)
+    trainer = build_trainer(args, vocab, model_config, train_config, rank, world_size)
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say(f"train: {sum(p.numel() for p in trainer.model.parameters()) / 1e6:.1f}M parameters "
+        f"on {trainer.device}" + (f", {world_size} processes" if world_size > 1 else ""))
+    run_id = fingerprint({k: dataclasses.asdict(v) for k, v in params.items()}, vocab.sha256,
+                         args.ids)
+    resume = ResumeFile(args.resume_dir, run_id, say)
+    resume.restore(trainer)
+    if not all_agree(trainer.progress.epoch, trainer.device):  # each rank read its own file
         raise LstmlmError(f"the {world_size} processes resumed from different epochs: put "
                           f"{args.resume_dir} on a filesystem that every node shares")
-    install_signal_handlers()
+    if rank == 0:
+        run_epochs(trainer, resume, args, vocab)
+    else:
+        trainer.fit()
+    cleanup_distributed()
+    return None
+
+
+def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) -> None:
+    """Rank 0's loop: log each epoch, keep the best checkpoint and the resume state."""
+    from dvclive import Live
+
+    live = Live(str(args.live), dvcyaml=False, save_dvc_exp=False)
+    for record in trainer.progress.history:  # DVC removed the old logs; replay resumed epochs
+        log_epoch(live, record)
+
+    def save_best() -> None:
+        p = trainer.progress
+        save_checkpoint(args.checkpoint, trainer.model, vocab, args.vocab,
+                        {"epoch": p.best_epoch, "valid_loss": p.best_valid_loss,
+                         "valid_ppl": p.history[p.best_epoch - 1].valid_ppl},
+                        state_dict=p.best_weights)
+
+    def on_epoch(record: EpochRecord, is_best: bool) -> None:
+        print(f"epoch {record.epoch}: train ppl {record.train_ppl:.1f}, valid ppl "
+              f"{record.valid_ppl:.1f}, lr {record.lr:.2e}, {record.tokens_per_s:,.0f} "
+              f"tokens/s, {record.epoch_seconds:.0f}s" + (" (best)" if is_best else ""),
+              flush=True)
+        log_epoch(live, record)
+        if is_best:
+            save_best()
+        resume.save(trainer)
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        if best["state_dict"] is not None and rank == 0:
-            write_best()  # DVC deleted the checkpoint before this resumed run
+        if trainer.progress.best_weights is not None:
+            save_best()  # DVC deleted the checkpoint before this resumed run
         trainer.fit(on_epoch)
     except KeyboardInterrupt:
-        print_(f"\ntrain: interrupted; {trainer.epoch} finished epoch(s) are saved in "
-               f"{resume_path}. Run `dvc repro` again to resume.", file=sys.stderr)
+        print(f"\ntrain: interrupted; {trainer.progress.epoch} finished epoch(s) are saved in "
+              f"{resume.path}. Run `dvc repro` again to resume.", file=sys.stderr)
         sys.exit(130)
-    if rank == 0:
-        if best["state_dict"] is None:
-            raise LstmlmError("training finished no epoch; nothing to save")
-        live.end()
-        shutil.rmtree(args.resume_dir, ignore_errors=True)
-        print(f"train: best valid ppl {best['info']['valid_ppl']:.1f} at epoch "
-              f"{best['info']['epoch']}; checkpoint {args.checkpoint}")
-    cleanup_distributed()
+    if trainer.progress.best_weights is None:
+        raise LstmlmError("training finished no epoch; nothing to save")
+    live.end()
+    resume.remove()
+    p = trainer.progress
+    print(f"train: best valid ppl {p.history[p.best_epoch - 1].valid_ppl:.1f} at epoch "
+          f"{p.best_epoch}; checkpoint {args.checkpoint}")
+
+
+def _raise_interrupt(signum, frame):
+    """SIGTERM ends the stage the way Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def launch_torchrun(nproc: int) -> int:
-    """Re-run this script under torchrun with ``nproc`` processes (data parallel)."""
+    """Re-run this stage under torchrun with ``nproc`` processes (data parallel)."""
     import subprocess
 
     # Started the way this process was: as a module (`-m stages.train`, as dvc.yaml runs
