@@ -107,14 +107,15 @@ def test_tokenise_params_rerun_tokenise_and_what_its_outputs_change(repo):
     # so tokenise reruns and DVC stops there (identical outputs).
     set_params(repo, {"tokenise": {"min_freq": 2}})
     output = dvc(repo, "repro")
-    assert ran_stages(output) == ["tokenise"], output
+    assert ran_stages(output) == ["params", "tokenise"], output
     assert unchanged_stages(output) == ["download", "tensorise", "train", "evaluate", "sample"]
 
     # A vocabulary cap changes the vocabulary: everything downstream of tokenise reruns.
     vocab_size = json.loads((repo / "metrics" / "data.json").read_text())["vocab_size"]
     set_params(repo, {"tokenise": {"max_size": vocab_size - 2}})
     output = dvc(repo, "repro")
-    assert ran_stages(output) == ["tokenise", "tensorise", "train", "evaluate", "sample"], output
+    assert ran_stages(output) == ["params", "tokenise", "tensorise", "train", "evaluate",
+                                  "sample"], output
     assert unchanged_stages(output) == ["download"]
     assert json.loads((repo / "metrics" / "data.json").read_text())["vocab_size"] == vocab_size - 2
     assert_clean(repo)
@@ -123,7 +124,7 @@ def test_tokenise_params_rerun_tokenise_and_what_its_outputs_change(repo):
 @slow
 def test_sample_param_reruns_only_sample(repo):
     output = dvc(repo, "exp", "run", "-S", "sample.words=12")
-    assert ran_stages(output) == ["sample"], output
+    assert ran_stages(output) == ["params", "sample"], output
     assert unchanged_stages(output) == ["download", "tokenise", "tensorise", "train", "evaluate"]
     assert read_params(repo)["sample"]["words"] == 12  # -S leaves params.yaml changed
     assert "12 words" in (repo / "metrics" / "samples.md").read_text(encoding="utf-8")
@@ -132,7 +133,7 @@ def test_sample_param_reruns_only_sample(repo):
 @slow
 def test_model_param_reruns_train_evaluate_sample(pr_repo):
     repo, output, name = pr_repo
-    assert ran_stages(output) == ["train", "evaluate", "sample"], output
+    assert ran_stages(output) == ["params", "train", "evaluate", "sample"], output
     assert unchanged_stages(output) == ["download", "tokenise", "tensorise"]
     assert name in dvc(repo, "exp", "list", "--name-only", "--rev", "main")
 

@@ -215,6 +215,7 @@ def test_loss_and_validation_are_fp32_whatever_the_autocast_setting(tiny_data):
         loss = model.loss(low.features, ids[1:])
         target = model.target_log_probs(low.features, ids[1:])
         valid = trainer.validate()
+    assert low.top.dtype == torch.float32  # the LSTMs ignore autocast too
     assert loss.dtype == torch.float32 and target.dtype == torch.float32
     assert valid == trainer.validate()  # validation ignores an enclosing autocast
     # The output layer ran in fp32 (bf16 logits would be ~1e-2 off).
