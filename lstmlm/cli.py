@@ -249,3 +249,51 @@ def generate_main(argv: list[str] | None = None) -> int:
         # /dev/null so that Python's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+# ---------------------------------------------------------------------- serve
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lstmlm serve",
+        description="Serve a local web page to write with a trained checkpoint: a prompt, the "
+                    "sampling controls, and the text as it is generated. Needs the serve "
+                    "extra (pip install -e '.[serve]', or make serve).")
+    add_model_options(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s, this machine only)")
+    parser.add_argument("--port", type=non_negative_int, default=8000,
+                        help="port (default: %(default)s; 0: any free port)")
+    parser.add_argument("--max-words", dest="max_words", type=int, default=2000,
+                        help="the most words one request may ask for (default: %(default)s)")
+    parser.add_argument("--delay", type=float, default=0.0,
+                        help="seconds to wait after each word, to watch the text arrive "
+                             "(default: %(default)s)")
+    return parser
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``python -m lstmlm serve``: see serve_parser()."""
+    import socket
+
+    parser = serve_parser()
+    args = parser.parse_args(argv)
+    if args.max_words < 1 or not 0 <= args.delay <= 10:
+        parser.error("argument --max-words: expected >= 1; --delay: expected 0 to 10 seconds")
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as err:
+        raise LstmlmError(f"python -m lstmlm serve needs the serve extra ({err.name} is "
+                          "missing): pip install -e '.[serve]', or make serve") from None
+    app = create_app(load_generator(args), max_words=args.max_words, delay=args.delay)
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as err:
+        raise LstmlmError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
+    host, port = sock.getsockname()[:2]
+    print(f"serving {args.model} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    return 0

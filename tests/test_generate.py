@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import ROOT, write_tiny_corpus
+from conftest import ROOT
 from lstmlm import generate as gen
 from lstmlm.checkpoint import CheckpointError, load, save_checkpoint
-from lstmlm.corpus import tokenise_corpus
 from lstmlm.errors import LstmlmError
 from lstmlm.generate import FusedStep, Generator, SamplingOptions
 from lstmlm.model import LSTMLanguageModel, ModelConfig
@@ -37,17 +36,9 @@ DRAWS = 20_000
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny untrained checkpoint and its vocabulary (44 words; <unk> is never seen in
-    the corpus, so it is the last id, in the second tail cluster)."""
-    root = tmp_path_factory.mktemp("tiny")
-    vocab, _ = tokenise_corpus(write_tiny_corpus(root / "raw"), root / "tok", root / "vocab.json",
-                               scheme="wikitext")
-    torch.manual_seed(0)
-    model = LSTMLanguageModel(ModelConfig(emb=16, hidden=24, layers=2, cutoffs=[10, 30]),
-                              len(vocab)).eval()
-    save_checkpoint(root / "model.pt", model, vocab, root / "vocab.json", {"epoch": 1})
-    return root, model, vocab
+def tiny(tiny_checkpoint):
+    """conftest's tiny checkpoint: (directory, model, vocab)."""
+    return tiny_checkpoint
 
 
 def word_vocab(n: int, unk_first: bool = False) -> Vocabulary:
