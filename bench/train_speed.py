@@ -4,7 +4,7 @@
 
 Prints, in one run and on the same machine:
   1. tokens/s and valid perplexity after --minutes of training, for the default params
-     (params.yaml) and for the seed notebook's configuration;
+     (preset cpu) and for the seed notebook's configuration (preset seed);
   2. tokens/s of pytorch/examples' 2x200 tied LSTM with a full softmax against the same
      model with adaptive softmax (target: >= 3x);
   3. the default model's achieved training FLOP/s as a fraction of this machine's
@@ -33,20 +33,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 from data_speed import find_wikitext  # noqa: E402
 from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus  # noqa: E402
 from lstmlm.model import LSTMLanguageModel, ModelConfig  # noqa: E402
-from lstmlm.params import parse_section, read_params  # noqa: E402
-from lstmlm.training import Trainer, set_cpu_threads  # noqa: E402
+from lstmlm.params import parse_section  # noqa: E402
+from lstmlm.presets import compose  # noqa: E402
+from lstmlm.training import TrainConfig, Trainer, set_cpu_threads  # noqa: E402
 
-# The seed notebook's recipe, as `dvc exp run -S` overrides (see README).
-SEED_OVERRIDES = {
-    "model": {"emb": 800, "hidden": 512, "layers": 2, "dropout": 0.65, "dropout_input": 0.65,
-              "dropout_hidden": 0.65, "dropout_embedding": 0.0, "output": "full",
-              "tie_weights": False},
-    "train": {"optimizer": "adam", "lr": 1.0e-3, "batch_size": 128, "bptt": 50,
-              "stateful": False, "variable_bptt": False, "schedule": "plateau"},
-}
 # pytorch/examples word_language_model defaults: 2x200, tied, batch 20, bptt 35.
-SMALL_2X200 = {"emb": 200, "hidden": 200, "layers": 2, "dropout": 0.2, "dropout_input": 0.2,
-               "dropout_hidden": 0.2, "dropout_embedding": 0.0}
+SMALL_2X200 = {"emb": 200, "hidden": 200, "layers": 2, "output_dropout": 0.2,
+               "input_dropout": 0.2, "layer_dropout": 0.2, "word_dropout": 0.0}
+
+
+def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
+    """The model and train sections of a recipe in conf/preset/."""
+    params = compose(name, conf_dir=ROOT / "conf")
+    return (parse_section("model", params["model"], ModelConfig),
+            parse_section("train", params["train"], TrainConfig))
 
 
 def matmul_peak_gflops(threads: int, n: int = 2048, repeat: int = 10) -> float:
@@ -63,7 +63,7 @@ def matmul_peak_gflops(threads: int, n: int = 2048, repeat: int = 10) -> float:
     return 2 * n ** 3 * repeat / best / 1e9
 
 
-def training_flops_per_token(config: ModelConfig, targets: np.ndarray) -> float:
+def training_flops_per_token(config: ModelConfig, vocab_size: int, targets: np.ndarray) -> float:
     """Matmul FLOPs to train on one token (forward + backward = 3x forward)."""
     c = config
     forward = 0.0
@@ -74,11 +74,11 @@ def training_flops_per_token(config: ModelConfig, targets: np.ndarray) -> float:
         forward += 2 * c.hidden * c.emb
     d = c.out_dim
     if c.output == "full":
-        forward += 2 * d * c.vocab_size
+        forward += 2 * d * vocab_size
     else:
-        edges = [*c.cutoffs, c.vocab_size]
+        edges = [*c.cutoffs, vocab_size]
         forward += 2 * d * (edges[0] + len(c.cutoffs))
-        counts = np.bincount(np.asarray(targets), minlength=c.vocab_size)
+        counts = np.bincount(np.asarray(targets), minlength=vocab_size)
         for i in range(len(c.cutoffs)):
             share = counts[edges[i]:edges[i + 1]].sum() / counts.sum()
             hidden = int(d // (c.div_value ** (i + 1)))
@@ -97,15 +97,15 @@ def prepare_ids(wikitext: Path, work: Path) -> tuple[np.ndarray, np.ndarray, int
     return load_ids(work / "ids", "train"), load_ids(work / "ids", "valid"), len(vocab)
 
 
-def run_budget(name: str, model_params, train_params, data, seconds: float) -> dict:
+def run_budget(name: str, config: ModelConfig, train_config: TrainConfig, data,
+               seconds: float) -> dict:
     """Train for ``seconds`` of wall time; return tokens/s, valid ppl and the config."""
     train_ids, valid_ids, vocab_size = data
-    train_params = dataclasses.replace(train_params, epochs=1000, max_minutes=0.0,
+    train_config = dataclasses.replace(train_config, epochs=1000, max_minutes=0.0,
                                        early_stop_patience=1000)
-    torch.manual_seed(train_params.seed)
-    config = ModelConfig.from_params(model_params, vocab_size)
-    trainer = Trainer(LSTMLanguageModel(config), train_ids, valid_ids, train_params,
-                      torch.device("cpu"), progress=False)
+    torch.manual_seed(train_config.seed)
+    trainer = Trainer(LSTMLanguageModel(config, vocab_size), train_ids, valid_ids,
+                      train_config, torch.device("cpu"), progress_bar=False)
     started = time.perf_counter()
     tokens = 0
     train_seconds = 0.0
@@ -113,7 +113,7 @@ def run_budget(name: str, model_params, train_params, data, seconds: float) -> d
     while time.monotonic() < deadline:
         _, n, s = trainer.train_epoch(deadline)
         tokens, train_seconds = tokens + n, train_seconds + s
-        trainer.epoch += 1
+        trainer.progress.epoch += 1
     ppl = float(np.exp(trainer.validate()))
     print(f"  {name:<28} {tokens / train_seconds:>9,.0f} tokens/s   valid ppl {ppl:8.1f}   "
           f"({tokens:,} tokens, {time.perf_counter() - started:.0f} s incl. validation)",
@@ -133,8 +133,7 @@ def main() -> None:
 
     threads = set_cpu_threads(0)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads")
-    params = read_params(ROOT / "params.yaml", "model", "train")
-    default_model, default_train = params["model"], params["train"]
+    default_model, default_train = preset("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_ids(find_wikitext(args.wikitext), Path(tmp))
         budget = args.minutes * 60
@@ -142,21 +141,15 @@ def main() -> None:
         if not args.skip_budget:
             print(f"\n1. {args.minutes:g} minutes of training each")
             run_budget("default params", default_model, default_train, data, budget)
-            seed_model = parse_section("model", {**dataclasses.asdict(default_model),
-                                                 **SEED_OVERRIDES["model"]})
-            seed_train = parse_section("train", {**dataclasses.asdict(default_train),
-                                                 **SEED_OVERRIDES["train"]})
-            run_budget("seed notebook config", seed_model, seed_train, data, budget)
+            run_budget("seed notebook config", *preset("seed"), data, budget)
 
         print(f"\n2. 2x200 LSTM, full vs adaptive softmax ({args.probe_seconds:g} s each)")
-        small_train = parse_section("train", {**dataclasses.asdict(default_train),
-                                              "batch_size": 20, "bptt": 35})
+        small_train = dataclasses.replace(default_train, batch_size=20, bptt=35)
         full = run_budget("2x200 tied, full softmax",
-                          parse_section("model", {**SMALL_2X200, "output": "full",
-                                                  "tie_weights": True}),
+                          ModelConfig(**SMALL_2X200, output="full", tie_weights=True),
                           small_train, data, args.probe_seconds)
         adaptive = run_budget("2x200, adaptive softmax",
-                              parse_section("model", {**SMALL_2X200, "output": "adaptive"}),
+                              ModelConfig(**SMALL_2X200, output="adaptive"),
                               small_train, data, args.probe_seconds)
         print(f"  adaptive / full: {adaptive['tokens_per_s'] / full['tokens_per_s']:.1f}x "
               "(target >= 3x)")
@@ -164,7 +157,8 @@ def main() -> None:
         print(f"\n3. default model: achieved training FLOP/s ({args.probe_seconds:g} s)")
         result = run_budget("default params", default_model, default_train, data,
                             args.probe_seconds)
-        flops = training_flops_per_token(result["config"], data[0]) * result["tokens_per_s"]
+        flops = (training_flops_per_token(result["config"], data[2], data[0])
+                 * result["tokens_per_s"])
         peak = matmul_peak_gflops(threads)
         print(f"  {flops / 1e9:.1f} GFLOP/s achieved; fp32 matmul peak {peak:.1f} GFLOP/s; "
               f"{100 * flops / 1e9 / peak:.0f}% of peak (target >= 50%)")

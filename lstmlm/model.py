@@ -159,13 +159,18 @@ class LSTMLanguageModel(nn.Module):
                 for _ in range(self.config.layers)]
 
     def _run_lstm(self, lstm: nn.LSTM, x: torch.Tensor, state) -> tuple[torch.Tensor, Any]:
-        p = self.config.weight_dropout
-        if not self.training or p == 0.0:
-            return lstm(x, state)
-        # DropConnect: one mask over the recurrent weights for the whole sequence.
-        dropped = F.dropout(lstm.weight_hh_l0, p=p, training=True)
-        return torch.func.functional_call(lstm, {"weight_hh_l0": dropped}, (x, state),
-                                          strict=False)
+        # The recurrence runs in fp32 whatever autocast surrounds it: under CUDA autocast
+        # cuDNN's LSTM runs in fp16 (even when bf16 was asked for) and, with no gradient
+        # scaling, loses the small gradients of a mean over thousands of tokens.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            p = self.config.weight_dropout
+            if not self.training or p == 0.0:
+                return lstm(x, state)
+            # DropConnect: one mask over the recurrent weights for the whole sequence.
+            dropped = F.dropout(lstm.weight_hh_l0, p=p, training=True)
+            return torch.func.functional_call(lstm, {"weight_hh_l0": dropped}, (x, state),
+                                              strict=False)
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> Output:
         """ids (T, B) -> features (T, B, out_dim), the new state, and the top layer's

@@ -100,14 +100,14 @@ def _in_range(value: Any, meta: Mapping[str, Any]) -> bool:
 
 def check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
     """Check one value's type and range; return it in the field's type."""
-    ok, value = _of_type(value, kind)
+    ok, converted = _of_type(value, kind)
     if ok and meta.get("choices"):
-        ok = value in meta["choices"]
+        ok = converted in meta["choices"]
     if ok and kind in (int, float):
-        ok = _in_range(value, meta)
+        ok = _in_range(converted, meta)
     if not ok:
         raise ParamsError(f"{key}: {value!r} is not allowed; expected {_describe(meta, kind)}")
-    return value
+    return converted
 
 
 # --------------------------------------------------------------------------- sections

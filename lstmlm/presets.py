@@ -51,3 +51,9 @@ def dump(params: dict[str, Any]) -> str:
 
     return HEADER.format(preset=params.get("preset", "?")) + yaml.safe_dump(
         params, sort_keys=False, default_flow_style=False, width=100)
+
+
+if __name__ == "__main__":  # python -m lstmlm.presets NAME: print that recipe's params.yaml
+    import sys
+
+    print(dump(compose(sys.argv[1] if len(sys.argv) > 1 else None)), end="")

@@ -2,7 +2,8 @@
 
 Reads params: model.*, train.*. Logs per-epoch metrics with dvclive. After every epoch it
 saves a resume state outside DVC's outputs (lstmlm.resume); if the stage is interrupted,
-the next `dvc repro` continues from the last finished epoch.
+the next `dvc repro` continues from the last finished epoch. A run holds a lock on the
+resume directory and stops when DVC, its caller, is killed (lstmlm.guard).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from lstmlm.checkpoint import save_checkpoint
 from lstmlm.corpus import load_ids
 from lstmlm.distributed import all_agree, cleanup_distributed, local_world_size, setup_distributed
 from lstmlm.errors import LstmlmError, run_main
+from lstmlm.guard import RunLock, stop_with_parents
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import read_params
 from lstmlm.resources import check_fits
@@ -74,9 +76,20 @@ def build_trainer(args, vocab: Vocabulary, model_config, train_config, rank: int
 def main() -> int | None:
     args = parse_args()
     params = read_params(args.params, model=ModelConfig, train=TrainConfig)
+    stop_with_parents()  # killing DVC ends this run too, not only DVC
+    if "LOCAL_RANK" in os.environ:  # a worker under torchrun: the launcher holds the lock
+        return train(args, params)
+    if params["train"].batch_size % params["train"].nproc:
+        raise LstmlmError(f"train.batch_size: {params['train'].batch_size} does not split "
+                          f"over train.nproc {params['train'].nproc} processes; use a multiple")
+    with RunLock(args.resume_dir):
+        if params["train"].nproc > 1:
+            return launch_torchrun(params["train"].nproc)
+        return train(args, params)
+
+
+def train(args, params: dict) -> None:
     model_config, train_config = params["model"], params["train"]
-    if train_config.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return launch_torchrun(train_config.nproc)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     vocab = Vocabulary.load(args.vocab)
     trainer = build_trainer(args, vocab, model_config, train_config, rank, world_size)
@@ -95,7 +108,6 @@ def main() -> int | None:
     else:
         trainer.fit()
     cleanup_distributed()
-    return None
 
 
 def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) -> None:

@@ -28,8 +28,8 @@ VENV_BIN = Path(sys.executable).parent
 # half-written files in the working tree stay out of the temp repos.
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
                  ".dvc/.gitignore")
-PROJECT_DIRS = ("stages", "lstmlm", "tools")
-STAGES = ("download", "tokenise", "tensorise", "train", "evaluate", "sample")
+PROJECT_DIRS = ("stages", "lstmlm", "tools", "conf")
+STAGES = ("params", "download", "tokenise", "tensorise", "train", "evaluate", "sample")
 
 
 class CommandError(RuntimeError):
@@ -88,11 +88,17 @@ def read_params(repo: Path) -> dict:
 
 
 def set_params(repo: Path, updates: dict) -> None:
-    """Merges ``{section: {key: value}}`` into the repo's params.yaml."""
-    params = read_params(repo)
-    for section, values in updates.items():
-        params.setdefault(section, {}).update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    """Merges ``{section: {key: value}}`` (or ``{section: [list]}``) into the repo's
+    params.yaml and into conf/config.yaml, which `dvc exp run -S` composes params.yaml
+    from, so that experiments start from the same values."""
+    for path in (repo / "params.yaml", repo / "conf" / "config.yaml"):
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for section, values in updates.items():
+            if isinstance(values, dict):
+                params.setdefault(section, {}).update(values)
+            else:
+                params[section] = values
+        path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
 def copy_project(dest: Path) -> Path:

@@ -27,13 +27,13 @@ from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import parse_section
 from lstmlm import training
-from lstmlm.training import Trainer
+from lstmlm.training import TrainConfig, Trainer
 from lstmlm.vocab import Vocabulary
 
 torch.set_num_threads(1)
 
-NO_DROPOUT = {**TINY_MODEL, "dropout": 0.0, "dropout_input": 0.0, "dropout_hidden": 0.0,
-              "dropout_embedding": 0.0}
+NO_DROPOUT = {**TINY_MODEL, "output_dropout": 0.0, "input_dropout": 0.0, "layer_dropout": 0.0,
+              "word_dropout": 0.0}
 ONE_STEP = {**TINY_TRAIN, "clip": 0.0}  # no clipping: it would hide a wrongly scaled gradient
 FIT = {**TINY_TRAIN, "epochs": 2, "variable_bptt": True}
 WORLD = 2
@@ -61,14 +61,13 @@ def load_data(root: Path):
 def make_trainer(root: Path, train_overrides: dict, rank: int = 0, world_size: int = 1,
                  one_step: bool = False) -> Trainer:
     train_ids, valid_ids, vocab_size = load_data(root)
-    params = parse_section("train", train_overrides)
+    params = parse_section("train", train_overrides, TrainConfig)
     if one_step:  # exactly one batch: B streams of bptt + 1 tokens
         train_ids = train_ids[:params.batch_size * (params.bptt + 1)]
     torch.manual_seed(params.seed)
-    model = LSTMLanguageModel(ModelConfig.from_params(parse_section("model", NO_DROPOUT),
-                                                      vocab_size))
+    model = LSTMLanguageModel(parse_section("model", NO_DROPOUT, ModelConfig), vocab_size)
     return Trainer(model, train_ids, valid_ids, params, torch.device("cpu"), rank=rank,
-                   world_size=world_size, progress=False)
+                   world_size=world_size, progress_bar=False)
 
 
 def run_phases(root: Path, rank: int = 0, world_size: int = 1) -> dict:
@@ -90,8 +89,8 @@ def run_phases(root: Path, rank: int = 0, world_size: int = 1) -> dict:
         history = trainer.fit()
     finally:
         training.evaluate_loss = original
-    out["fit"] = {"history": [dataclasses.replace(r, tokens_per_s=0.0, epoch_seconds=0.0)
-                              .to_dict() for r in history],
+    out["fit"] = {"history": [dataclasses.asdict(dataclasses.replace(r, tokens_per_s=0.0, epoch_seconds=0.0))
+                              for r in history],
                   "weights": {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
                   "validations": len(calls), "seed": torch.initial_seed()}
     # 3. A deadline only rank 0 has passed: every rank must stop after the same step.

@@ -108,14 +108,15 @@ def test_tokenise_params_rerun_tokenise_and_what_its_outputs_change(repo):
     # so tokenise reruns and DVC stops there (identical outputs).
     set_params(repo, {"tokenise": {"min_freq": 2}})
     output = dvc(repo, "repro")
-    assert ran_stages(output) == ["tokenise"], output
+    assert ran_stages(output) == ["params", "tokenise"], output
     assert unchanged_stages(output) == ["download", "tensorise", "train", "evaluate", "sample"]
 
     # A vocabulary cap changes the vocabulary: everything downstream of tokenise reruns.
     vocab_size = json.loads((repo / "metrics" / "data.json").read_text())["vocab_size"]
     set_params(repo, {"tokenise": {"max_size": vocab_size - 2}})
     output = dvc(repo, "repro")
-    assert ran_stages(output) == ["tokenise", "tensorise", "train", "evaluate", "sample"], output
+    assert ran_stages(output) == ["params", "tokenise", "tensorise", "train", "evaluate",
+                                  "sample"], output
     assert unchanged_stages(output) == ["download"]
     assert json.loads((repo / "metrics" / "data.json").read_text())["vocab_size"] == vocab_size - 2
     assert_clean(repo)
@@ -124,7 +125,7 @@ def test_tokenise_params_rerun_tokenise_and_what_its_outputs_change(repo):
 @slow
 def test_sample_param_reruns_only_sample(repo):
     output = dvc(repo, "exp", "run", "-S", "sample.words=12")
-    assert ran_stages(output) == ["sample"], output
+    assert ran_stages(output) == ["params", "sample"], output
     assert unchanged_stages(output) == ["download", "tokenise", "tensorise", "train", "evaluate"]
     assert read_params(repo)["sample"]["words"] == 12  # -S leaves params.yaml changed
     assert "12 words" in (repo / "metrics" / "samples.md").read_text(encoding="utf-8")
@@ -133,9 +134,63 @@ def test_sample_param_reruns_only_sample(repo):
 @slow
 def test_model_param_reruns_train_evaluate_sample(pr_repo):
     repo, output, name = pr_repo
-    assert ran_stages(output) == ["train", "evaluate", "sample"], output
+    assert ran_stages(output) == ["params", "train", "evaluate", "sample"], output
     assert unchanged_stages(output) == ["download", "tokenise", "tensorise"]
     assert name in dvc(repo, "exp", "list", "--name-only", "--rev", "main")
+
+
+def outputs_of_train(repo: Path) -> dict[str, bytes]:
+    files = [repo / "data" / "model.pt", *sorted((repo / "metrics" / "train").rglob("*.*"))]
+    return {str(p.relative_to(repo)): p.read_bytes() for p in files}
+
+
+BAD_EDITS = {  # params.yaml text edit -> what the message must say
+    "misspelt key": (("  hidden: ", "  hiden: "), r"model\.hiden: unknown key; did you mean 'model\.hidden'"),
+    "misspelt section": (("model:", "modle:"), r"modle: unknown params section; did you mean 'model'"),
+    "float for an integer": (("  emb: 16", "  emb: 16.0"), r"model\.emb: 16\.0 is not allowed"),
+    "bad value": (("  lr: 0.01", "  lr: 0"), r"train\.lr: 0 is not allowed"),
+}
+
+
+@slow
+@pytest.mark.parametrize("edit", BAD_EDITS, ids=list(BAD_EDITS))
+def test_a_bad_params_yaml_stops_repro_first_and_keeps_the_last_good_outputs(repo, edit):
+    (old, new), message = BAD_EDITS[edit]
+    params = repo / "params.yaml"
+    text = params.read_text(encoding="utf-8")
+    assert old in text, text
+    params.write_text(text.replace(old, new, 1), encoding="utf-8")
+    before = outputs_of_train(repo)
+    result = run(["dvc", "repro"], repo, check=False)
+    assert re.search(message, result), result
+    assert "Traceback" not in result
+    assert ran_stages(result) == ["params"], result  # it failed; nothing else ran
+    assert outputs_of_train(repo) == before  # model.pt and the curves survive
+
+
+@slow
+def test_exp_run_with_a_misspelt_key_fails_instead_of_recording_the_baseline(repo):
+    result = run(["dvc", "exp", "run", "-S", "+model.hiden=24"], repo, check=False)
+    assert "model.hiden: unknown key; did you mean 'model.hidden'" in result, result
+    assert not dvc(repo, "exp", "list", "--name-only").strip()
+
+
+@slow
+def test_queue_of_presets_records_each_preset_name(repo):
+    """`dvc exp run --queue -S 'preset=cpu,seed'` queues one run per recipe, each with the
+    preset's name and values in its params (queued, not run: seed trains for hours)."""
+    output = dvc(repo, "exp", "run", "--queue", "-S", "preset=cpu,seed")
+    names = re.findall(r"Queued experiment '([\w-]+)'", output)
+    assert len(names) == 2, output
+    shown = json.loads(dvc(repo, "exp", "show", "--json"))
+    queued = {rev["name"]: rev["data"]["params"]["params.yaml"]["data"]
+              for row in shown for exp in row.get("experiments") or [] for rev in exp["revs"]
+              if rev.get("name") in names}
+    by_preset = {p["preset"]: p for p in queued.values()}
+    assert set(by_preset) == {"cpu", "seed"}
+    assert by_preset["seed"]["model"]["emb"] == 800 and by_preset["seed"]["train"]["epochs"] == 50
+    assert by_preset["cpu"]["model"]["emb"] == read_params(repo)["model"]["emb"]
+    dvc(repo, "queue", "remove", "--all")
 
 
 @slow

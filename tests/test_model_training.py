@@ -1,5 +1,6 @@
 """The model and the training loop on tiny fixtures."""
 
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -8,15 +9,18 @@ import torch
 from conftest import TINY_MODEL, TINY_TRAIN
 from lstmlm.checkpoint import CheckpointError, load_model, save_checkpoint
 from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
+from lstmlm.batching import batchify
+from lstmlm.evaluation import evaluate_loss
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import parse_section
-from lstmlm.training import Trainer, TrainingDiverged, batchify, evaluate_loss
+from lstmlm.training import TrainConfig, Trainer, TrainingDiverged
 
 torch.set_num_threads(1)
 
 
-def tiny_config(vocab_size=60, **overrides):
-    return ModelConfig.from_params(parse_section("model", {**TINY_MODEL, **overrides}), vocab_size)
+def tiny_model(vocab_size=60, **overrides):
+    return LSTMLanguageModel(parse_section("model", {**TINY_MODEL, **overrides}, ModelConfig),
+                             vocab_size)
 
 
 @pytest.fixture
@@ -28,10 +32,10 @@ def tiny_data(tiny_corpus, tmp_path):
 
 def make_trainer(tiny_data, model_overrides=None, **train_overrides):
     vocab, train_ids, valid_ids = tiny_data
-    params = parse_section("train", {**TINY_TRAIN, **train_overrides})
-    torch.manual_seed(params.seed)
-    model = LSTMLanguageModel(tiny_config(len(vocab), **(model_overrides or {})))
-    return Trainer(model, train_ids, valid_ids, params, torch.device("cpu"), progress=False)
+    config = parse_section("train", {**TINY_TRAIN, **train_overrides}, TrainConfig)
+    torch.manual_seed(config.seed)
+    model = tiny_model(len(vocab), **(model_overrides or {}))
+    return Trainer(model, train_ids, valid_ids, config, torch.device("cpu"), progress_bar=False)
 
 
 def test_batchify_lays_out_contiguous_streams():
@@ -45,10 +49,10 @@ def test_batchify_lays_out_contiguous_streams():
 
 @pytest.mark.parametrize("output, tie", [("adaptive", False), ("full", False), ("full", True)])
 def test_shapes_and_proper_distributions(output, tie):
-    model = LSTMLanguageModel(tiny_config(output=output, tie_weights=tie, emb=12, hidden=20))
+    model = tiny_model(output=output, tie_weights=tie, emb=12, hidden=20)
     model.eval()
     ids = torch.randint(0, 60, (7, 3))
-    features, state = model(ids)
+    features, state = model(ids)[:2]
     assert features.shape == (7, 3, 12 if tie else 20)
     assert len(state) == 2 and state[0][0].shape == (1, 3, 20)
     log_probs = model.log_probs(features)
@@ -63,7 +67,7 @@ def test_shapes_and_proper_distributions(output, tie):
 
 
 def test_seed_initialisation():
-    model = LSTMLanguageModel(tiny_config())
+    model = tiny_model()
     lstm = model.lstms[0]
     assert torch.count_nonzero(lstm.bias_ih_l0) == 0 and torch.count_nonzero(lstm.bias_hh_l0) == 0
     gate = lstm.weight_hh_l0[:24]  # one gate's (hidden, hidden) block is orthogonal
@@ -71,12 +75,10 @@ def test_seed_initialisation():
 
 
 def test_weight_drop_changes_outputs_in_training_only_and_trains_raw_weights():
-    model = LSTMLanguageModel(tiny_config(weight_drop=0.5, dropout=0, dropout_input=0,
-                                          dropout_hidden=0))
+    model = tiny_model(weight_dropout=0.5, output_dropout=0, input_dropout=0, layer_dropout=0)
     ids = torch.randint(0, 60, (5, 2))
     model.train()
-    a, _ = model(ids)
-    b, _ = model(ids)
+    a, b = model(ids).features, model(ids).features
     assert not torch.allclose(a, b)
     model.loss(a, ids).backward()
     assert model.lstms[0].weight_hh_l0.grad is not None
@@ -111,8 +113,8 @@ def test_evaluation_carries_state_across_batches(tiny_data):
 
 
 def test_reruns_are_bit_identical(tiny_data):
-    first = [r.to_dict() for r in make_trainer(tiny_data, variable_bptt=True).fit()]
-    second = [r.to_dict() for r in make_trainer(tiny_data, variable_bptt=True).fit()]
+    first = [asdict(r) for r in make_trainer(tiny_data, variable_bptt=True).fit()]
+    second = [asdict(r) for r in make_trainer(tiny_data, variable_bptt=True).fit()]
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "epoch_seconds")}
                         for r in rs]
     assert strip(first) == strip(second)
@@ -146,7 +148,7 @@ def test_divergence_stops_with_a_clear_message(tiny_data):
 
 def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path):
     vocab = tiny_data[0]
-    model = LSTMLanguageModel(tiny_config(len(vocab)))
+    model = tiny_model(len(vocab))
     save_checkpoint(tmp_path / "m.pt", model, vocab, "v.json", {"epoch": 3})
     payload = torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled code inside
     assert payload["vocab"]["sha256"] == vocab.sha256
@@ -158,7 +160,7 @@ def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path):
 
 def test_checkpoint_errors_are_clear(tiny_data, tmp_path):
     vocab = tiny_data[0]
-    model = LSTMLanguageModel(tiny_config(len(vocab)))
+    model = tiny_model(len(vocab))
     save_checkpoint(tmp_path / "m.pt", model, vocab, "v.json")
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
@@ -171,28 +173,135 @@ def test_checkpoint_errors_are_clear(tiny_data, tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
-def test_cosine_schedule_decays_to_the_floor_and_plateau_halves(tiny_data):
-    from lstmlm.training import COSINE_FLOOR
+def test_cosine_schedule_decays_to_the_floor_and_plateau_cuts_on_a_worse_epoch(tiny_data):
+    from lstmlm.training import COSINE_FLOOR, get_lr
 
     cosine = make_trainer(tiny_data, epochs=2, schedule="cosine").fit()
     assert cosine[0].lr == pytest.approx(TINY_TRAIN["lr"])
     # Half-way through the planned epochs the rate is half-way down the cosine.
     assert cosine[1].lr == pytest.approx(TINY_TRAIN["lr"] * (COSINE_FLOOR + (1 - COSINE_FLOOR) / 2))
-    trainer = make_trainer(tiny_data, epochs=1, schedule="cosine")
-    trainer.fit()
-    assert trainer.lr == pytest.approx(TINY_TRAIN["lr"] * COSINE_FLOOR)
+    config = parse_section("train", {**TINY_TRAIN, "epochs": 2}, TrainConfig)
+    assert get_lr(config, 2.0) == pytest.approx(TINY_TRAIN["lr"] * COSINE_FLOOR)
+    assert get_lr(config, 5.0) == get_lr(config, 2.0)
     plateau = make_trainer(tiny_data, epochs=1, schedule="plateau", lr_patience=0, lr_factor=0.5)
     plateau.fit()
-    assert plateau.lr == TINY_TRAIN["lr"]  # it improved: no cut
-    plateau.scheduler.step(plateau.best_valid_loss + 1.0)  # a worse epoch: the rate halves
-    assert plateau.lr == pytest.approx(TINY_TRAIN["lr"] / 2)
+    assert plateau.progress.plateau_cuts == 0  # it improved: no cut
+    plateau.end_epoch(plateau.progress.best_valid_loss + 1.0)  # a worse epoch: the rate halves
+    assert plateau.progress.plateau_cuts == 1
+    assert get_lr(plateau.config, plateau.progress.epoch, 1) == pytest.approx(TINY_TRAIN["lr"] / 2)
 
 
 def test_checkpoint_without_its_vocabulary_reference_is_rejected(tiny_data, tmp_path):
     vocab = tiny_data[0]
-    save_checkpoint(tmp_path / "m.pt", LSTMLanguageModel(tiny_config(len(vocab))), vocab, "v.json")
+    save_checkpoint(tmp_path / "m.pt", tiny_model(len(vocab)), vocab, "v.json")
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     del payload["vocab"]["sha256"]
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="lacks its vocabulary reference"):
         load_model(tmp_path / "bad.pt")
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_loss_and_validation_are_fp32_whatever_the_autocast_setting(tiny_data):
+    trainer = make_trainer(tiny_data, epochs=1)
+    model = trainer.model.eval()
+    ids = trainer.valid_data[:9]
+    out = model(ids[:-1])
+    reference = model.loss(out.features, ids[1:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(ids[:-1])
+        loss = model.loss(low.features, ids[1:])
+        target = model.target_log_probs(low.features, ids[1:])
+        valid = trainer.validate()
+    assert low.top.dtype == torch.float32  # the LSTMs ignore autocast too
+    assert loss.dtype == torch.float32 and target.dtype == torch.float32
+    assert valid == trainer.validate()  # validation ignores an enclosing autocast
+    # The output layer ran in fp32 (bf16 logits would be ~1e-2 off).
+    assert torch.allclose(loss, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "fp32"])
+def test_a_training_step_keeps_loss_and_gradients_in_fp32(tiny_data, precision):
+    from lstmlm.training import set_precision
+
+    set_precision(precision)
+    trainer = make_trainer(tiny_data, epochs=1, precision=precision)
+    inputs, targets = trainer.train_data[:8], trainer.train_data[1:9]
+    loss, _ = trainer.train_step(inputs, targets, trainer.model.init_state(inputs.size(1)), 0.01)
+    assert loss.dtype == torch.float32
+    assert all(p.grad.dtype == torch.float32 for p in trainer.model.parameters()
+               if p.grad is not None)
+    set_precision("tf32")
+
+
+# --------------------------------------------------------------------------- AR/TAR, NT-ASGD
+
+
+def test_ar_and_tar_add_their_defined_penalties_to_the_objective():
+    from lstmlm.training import LossForward, activation_penalty
+
+    model = tiny_model(output_dropout=0.5)
+    # Large weights: a tiny model's activations are small, and the penalty must stand
+    # well above fp32 rounding of the loss.
+    config = parse_section("train", {**TINY_TRAIN, "activation_reg": 2000.0,
+                                     "temporal_activation_reg": 1000.0}, TrainConfig)
+    ids = torch.randint(0, 60, (6, 3))
+    torch.manual_seed(0)
+    out = model(ids)
+    expected = (2000.0 * out.top_dropped.pow(2).mean()
+                + 1000.0 * (out.top[1:] - out.top[:-1]).pow(2).mean())
+    assert torch.allclose(activation_penalty(out, config), expected)
+    assert not torch.equal(out.top, out.top_dropped)  # AR reads the dropped output
+    torch.manual_seed(0)
+    loss, objective, _ = LossForward(model, config)(ids, ids, None)
+    assert torch.allclose(objective - loss, expected, rtol=1e-4)
+    off = parse_section("train", TINY_TRAIN, TrainConfig)
+    assert activation_penalty(out, off) == 0.0
+
+
+def test_ntasgd_trigger_follows_merity_et_al():
+    from lstmlm.training import should_start_averaging
+
+    # The newest loss is worse than the best of those more than `nonmono` epochs before it.
+    assert not should_start_averaging([5.0, 4.0, 3.0, 2.0], nonmono=2)
+    assert not should_start_averaging([5.0, 4.0, 4.5], nonmono=2)  # too few epochs
+    assert should_start_averaging([5.0, 4.0, 4.2, 4.3, 4.1], nonmono=2)
+    assert not should_start_averaging([5.0, 4.0, 4.2, 4.3, 3.9], nonmono=2)
+
+
+def test_ntasgd_switches_after_nonmono_epochs_and_saves_and_evaluates_the_average(tiny_data):
+    trainer = make_trainer(tiny_data, epochs=6, optimizer="sgd", lr=0.5, schedule="constant",
+                           averaging="ntasgd", nonmono=2, early_stop_patience=6)
+    for loss in (5.0, 4.0, 4.2, 4.3):  # no new best for nonmono epochs...
+        trainer.end_epoch(loss)
+        assert trainer.average is None
+    trainer.end_epoch(4.1)  # ...and worse than the best before them: switch
+    assert trainer.progress.averaging and trainer.average is not None
+    # From now on every step updates a uniform average of the weights after each step.
+    snapshots = []
+    state = trainer.model.init_state(trainer.train_data.size(1))
+    for i in (0, 8):
+        inputs, targets = trainer.train_data[i:i + 8], trainer.train_data[i + 1:i + 9]
+        _, state = trainer.train_step(inputs, targets, state, 0.5)
+        snapshots.append(trainer.model.encoder.weight.detach().clone())
+    averaged = trainer.eval_model.encoder.weight
+    assert torch.allclose(averaged, (snapshots[0] + snapshots[1]) / 2, atol=1e-6)
+    assert not torch.allclose(averaged, trainer.model.encoder.weight)
+    # Validation reads the average; a new best saves the average's weights.
+    assert trainer.validate() == evaluate_loss(trainer.average.module, trainer.valid_data,
+                                               trainer.config.bptt)
+    trainer.progress.best_valid_loss = float("inf")
+    trainer.end_epoch(trainer.validate())
+    assert torch.equal(trainer.progress.best_weights["encoder.weight"], averaged.detach())
+
+
+def test_ntasgd_resumes_with_its_average(tiny_data):
+    trainer = make_trainer(tiny_data, epochs=2, optimizer="sgd", lr=0.5, averaging="ntasgd")
+    trainer.start_averaging()
+    trainer.progress.averaging = True
+    trainer.fit()
+    resumed = make_trainer(tiny_data, epochs=2, optimizer="sgd", lr=0.5, averaging="ntasgd")
+    resumed.load_state_dict(trainer.state_dict())
+    assert torch.equal(resumed.eval_model.encoder.weight, trainer.eval_model.encoder.weight)

@@ -1,5 +1,7 @@
-"""Params are parsed once into typed dataclasses; bad ones stop with a message naming the key."""
+"""Params: each section is its component's config class; bad values stop with a message
+naming the key; the `params` stage checks the whole file before any stage runs."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -7,16 +9,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lstmlm.params import ParamsError, check_cutoffs, parse_section, read_params
+from lstmlm.corpus import TokeniseConfig
+from lstmlm.evaluation import EvaluateConfig
+from lstmlm.generate import SamplingOptions
+from lstmlm.model import ModelConfig
+from lstmlm.params import ParamsError, parse_section, read_params
+from lstmlm.training import TrainConfig
+from stages.params import SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
+CLASSES = {"model": ModelConfig, "train": TrainConfig, "tokenise": TokeniseConfig,
+           "sample": SamplingOptions, "evaluate": EvaluateConfig}
 
 
 def test_project_params_yaml_parses_completely():
-    params = read_params(ROOT / "params.yaml", "download", "tokenise", "model", "train",
-                         "evaluate", "sample")
-    assert params["model"].output in ("adaptive", "full")
-    assert isinstance(params["train"].lr, float)
+    params = read_params(ROOT / "params.yaml", **SECTIONS)
+    assert isinstance(params["model"], ModelConfig) and isinstance(params["train"].lr, float)
+    assert params["prompts"] and all(isinstance(p, str) for p in params["prompts"])
 
 
 def test_every_dvc_yaml_param_exists_in_params_yaml():
@@ -25,46 +34,52 @@ def test_every_dvc_yaml_param_exists_in_params_yaml():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for stage in dvc["stages"].values():
         for key in stage.get("params", []):
-            section, name = key.split(".")
-            assert name in params[section], key
+            section, _, name = key.partition(".")
+            assert section in params and (not name or name in params[section]), key
 
 
-def test_each_params_section_key_is_listed_by_some_stage():
+def test_each_params_key_is_listed_by_some_stage():
     """Per-key params in dvc.yaml: a key no stage lists would change nothing when set."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     listed = {k for stage in dvc["stages"].values() for k in stage.get("params", [])}
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section in ("download", "tokenise", "model", "train", "evaluate", "sample"):
-        for key in params[section]:
-            assert f"{section}.{key}" in listed, f"{section}.{key}"
+    for section, cls in SECTIONS.items():
+        keys = [section] if cls is list else [f"{section}.{k}" for k in params[section]]
+        assert set(keys) <= listed, set(keys) - listed
 
 
 def test_params_yaml_sets_every_field_so_code_defaults_never_decide_a_run():
-    """dvc.yaml tracks params.yaml, not params.py: a key left to its code default could
+    """dvc.yaml tracks params.yaml, not the code: a key left to its code default could
     change without DVC noticing."""
-    import dataclasses
-
-    from lstmlm.params import SECTIONS
-
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, cls in SECTIONS.items():
-        assert set(params[section]) == {f.name for f in dataclasses.fields(cls)}, section
+        if cls is not list:
+            assert set(params[section]) == {f.name for f in dataclasses.fields(cls)}, section
+
+
+def test_code_defaults_equal_the_cpu_preset():
+    """One place for defaults: the config classes' defaults are the committed params."""
+    params = read_params(ROOT / "params.yaml", **SECTIONS)
+    for section, cls in SECTIONS.items():
+        if cls is not list:
+            assert params[section] == cls(), section
 
 
 def test_yaml_exponent_without_dot_is_accepted_as_a_number():
     # PyYAML reads 1e-4 as the string "1e-4".
-    assert parse_section("train", yaml.safe_load("lr: 1e-4")).lr == pytest.approx(1e-4)
+    assert parse_section("train", yaml.safe_load("lr: 1e-4"), TrainConfig).lr == pytest.approx(1e-4)
 
 
 BAD = [
     ("model", {"emb": -5}, r"model\.emb: -5 .*>= 1"),
     ("model", {"emb": 0}, r"model\.emb: 0"),
     ("model", {"emb": 1.5}, r"model\.emb: 1\.5 .*integer"),
+    ("model", {"emb": 16.0}, r"model\.emb: 16\.0 .*integer"),
     ("model", {"emb": "big"}, r"model\.emb: 'big'"),
     ("model", {"emb": True}, r"model\.emb: True"),
-    ("model", {"dropout": 1.0}, r"model\.dropout: 1\.0 .*< 1"),
-    ("model", {"dropout": -0.1}, r"model\.dropout: -0\.1"),
-    ("model", {"dropout_input": 2}, r"model\.dropout_input: 2"),
+    ("model", {"output_dropout": 1.0}, r"model\.output_dropout: 1\.0 .*< 1"),
+    ("model", {"output_dropout": -0.1}, r"model\.output_dropout: -0\.1"),
+    ("model", {"input_dropout": 2}, r"model\.input_dropout: 2"),
     ("model", {"layers": 0}, r"model\.layers: 0"),
     ("model", {"output": "softmax"}, r"model\.output: 'softmax' .*'adaptive', 'full'"),
     ("model", {"cutoffs": [10000, 2000]}, r"model\.cutoffs: .*increasing"),
@@ -74,6 +89,7 @@ BAD = [
     ("model", {"tie_weights": True, "output": "adaptive"}, r"model\.tie_weights: .*full"),
     ("model", {"tie_weights": "yes"}, r"model\.tie_weights: 'yes' .*true or false"),
     ("model", {"hiden": 512}, r"model\.hiden: unknown key; did you mean 'model\.hidden'"),
+    ("model", {"dropout": 0.1}, r"model\.dropout: unknown key; did you mean 'model\..*_dropout'"),
     ("model", {"embedding_size": 3}, r"model\.embedding_size: unknown key"),
     ("train", {"bptt": 0}, r"train\.bptt: 0 .*>= 1"),
     ("train", {"optimizer": "adagrad"}, r"train\.optimizer: 'adagrad' .*'adam', 'adamw', 'sgd'"),
@@ -83,9 +99,12 @@ BAD = [
     ("train", {"lr": float("nan")}, r"train\.lr: nan"),
     ("train", {"batch_size": -1}, r"train\.batch_size: -1"),
     ("train", {"epochs": 2.5}, r"train\.epochs: 2\.5"),
+    ("train", {"epochs": "1e0"}, r"train\.epochs: '1e0' .*integer"),
+    ("train", {"seed": 2 ** 70}, r"train\.seed: 1180591620717411303424 .*<= 9"),
     ("train", {"device": "tpu"}, r"train\.device: 'tpu'"),
     ("train", {"lr_factor": 1.0}, r"train\.lr_factor: 1\.0"),
     ("train", {"stateful": "no"}, r"train\.stateful: 'no'"),
+    ("train", {"averaging": "swa"}, r"train\.averaging: 'swa' .*'none', 'ntasgd'"),
     ("tokenise", {"scheme": "bpe"}, r"tokenise\.scheme: 'bpe'"),
     ("tokenise", {"min_freq": 0}, r"tokenise\.min_freq: 0"),
     ("sample", {"top_p": 0}, r"sample\.top_p: 0 .*> 0"),
@@ -93,7 +112,7 @@ BAD = [
     ("sample", {"temperature": -1}, r"sample\.temperature: -1"),
     ("sample", {"top_k": -3}, r"sample\.top_k: -3"),
     ("sample", {"words": 0}, r"sample\.words: 0"),
-    ("sample", {"prompts": ["ok", 3]}, r"sample\.prompts: .*strings"),
+    ("sample", {"prompts": ["ok"]}, r"sample\.prompts: unknown key"),
     ("evaluate", {"batch_size": 0}, r"evaluate\.batch_size: 0"),
 ]
 
@@ -101,22 +120,30 @@ BAD = [
 @pytest.mark.parametrize("section, raw, message", BAD, ids=[f"{s}-{list(r)[0]}" for s, r, _ in BAD])
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(section, raw, message):
     with pytest.raises(ParamsError, match=message):
-        parse_section(section, raw)
+        parse_section(section, raw, CLASSES[section])
+
+
+def test_prompts_must_be_a_list_of_strings(tmp_path):
+    for bad in ("prompts: hello\n", "prompts: [ok, 3]\n", "prompts: []\n"):
+        (tmp_path / "p.yaml").write_text(bad)
+        with pytest.raises(ParamsError, match="prompts: .*list of non-empty strings"):
+            read_params(tmp_path / "p.yaml", prompts=list)
 
 
 def test_cutoffs_beyond_the_vocabulary_are_rejected():
-    with pytest.raises(ParamsError, match=r"model\.cutoffs: .*vocabulary size 100"):
-        check_cutoffs([20, 100], 100)
-    check_cutoffs([20, 99], 100)
+    config = ModelConfig(cutoffs=[20, 100])
+    with pytest.raises(ValueError, match=r"model\.cutoffs: .*vocabulary size 100"):
+        config.check_vocab_size(100)
+    config.check_vocab_size(101)
 
 
 def test_unknown_section_and_invalid_yaml(tmp_path):
     (tmp_path / "p.yaml").write_text("modle:\n  emb: 3\n")
     with pytest.raises(ParamsError, match="did you mean 'model'"):
-        read_params(tmp_path / "p.yaml", "model")
+        read_params(tmp_path / "p.yaml", model=ModelConfig)
     (tmp_path / "q.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
-        read_params(tmp_path / "q.yaml", "model")
+        read_params(tmp_path / "q.yaml", model=ModelConfig)
 
 
 def test_a_stage_with_a_bad_param_exits_2_and_leaves_outputs_untouched(tmp_path, tiny_corpus):
@@ -124,11 +151,123 @@ def test_a_stage_with_a_bad_param_exits_2_and_leaves_outputs_untouched(tmp_path,
     vocab = tmp_path / "vocab.json"
     vocab.write_text("previous output")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "tokenise.py"), "--raw", str(tiny_corpus),
-         "--tokens", str(tmp_path / "tokens"), "--vocab", str(vocab)],
-        cwd=tmp_path, capture_output=True, text=True)
+        [sys.executable, "-m", "stages.tokenise", "--params", str(tmp_path / "params.yaml"),
+         "--raw", str(tiny_corpus), "--tokens", str(tmp_path / "tokens"), "--vocab", str(vocab)],
+        cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert "tokenise.scheme: 'wikitxt'" in result.stderr
     assert "Traceback" not in result.stderr
     assert vocab.read_text() == "previous output"
     assert not (tmp_path / "tokens").exists()
+
+
+# --------------------------------------------------------------------------- the params stage
+
+
+def run_params_stage(tmp_path, edit=None, env=None):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if edit:
+        edit(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return subprocess.run(
+        [sys.executable, "-m", "stages.params", "--params", str(tmp_path / "params.yaml"),
+         "--conf", str(ROOT / "conf"), "--vocab", str(tmp_path / "vocab.json"),
+         "--out", str(tmp_path / "ok")], cwd=ROOT, capture_output=True, text=True,
+        env={**__import__("os").environ, **(env or {})})
+
+
+CHECKS = [
+    (lambda p: p["model"].update(hiden=16), r"model\.hiden: unknown key; did you mean 'model\.hidden'"),
+    (lambda p: p.update(modle=p.pop("model")), r"modle: unknown params section; did you mean 'model'"),
+    (lambda p: p["train"].update(threads=100000), r"train\.threads: 100000 is not allowed"),
+    (lambda p: p["train"].update(device="cuda"), r"train\.device: 'cuda' .*no CUDA device"),
+    (lambda p: p["model"].update(hidden=10_000_000), r"model\.hidden: 10000000 needs too much memory: .* GiB"),
+    (lambda p: p["model"].update(emb=1_000_000_000), r"model\.emb: 1000000000 needs too much memory"),
+    (lambda p: p["train"].update(nproc=3, batch_size=4), r"train\.batch_size: 4 does not split over"),
+    (lambda p: p["sample"].update(top_p=2.0), r"sample\.top_p: 2\.0"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit, message", CHECKS, ids=[m.split(":")[0] for _, m in CHECKS])
+def test_params_stage_stops_on_any_bad_key_with_a_clear_message(tmp_path, edit, message):
+    result = run_params_stage(tmp_path, edit)
+    assert result.returncode == 2, result.stderr
+    assert __import__("re").search(message, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ok").exists()
+
+
+@pytest.mark.slow
+def test_params_stage_passes_the_project_params_and_warns_about_hand_edits(tmp_path):
+    result = run_params_stage(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ok").read_text() == "params checked\n"
+    assert "warning" not in result.stderr
+    edited = run_params_stage(tmp_path, lambda p: p["model"].update(emb=300))
+    assert edited.returncode == 0
+    assert "warning: params.yaml differs from conf/" in edited.stderr and "model.emb" in edited.stderr
+    # Inside `dvc exp run` DVC composed the file itself: no warning.
+    inside = run_params_stage(tmp_path, lambda p: p["model"].update(emb=300),
+                              env={"DVC_EXP_NAME": "exp-1"})
+    assert "warning" not in inside.stderr
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def test_committed_params_yaml_is_the_cpu_preset():
+    from lstmlm.presets import compose
+
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == compose("cpu", conf_dir=ROOT / "conf") == compose(conf_dir=ROOT / "conf")
+    assert committed["preset"] == "cpu"
+
+
+@pytest.mark.parametrize("preset", ["cpu", "seed", "awd", "gpu-fast"])
+def test_each_preset_composes_into_valid_params(preset, tmp_path):
+    from lstmlm.presets import compose, dump
+
+    params = compose(preset, conf_dir=ROOT / "conf")
+    assert params["preset"] == preset
+    (tmp_path / "params.yaml").write_text(dump(params))
+    read_params(tmp_path / "params.yaml", **SECTIONS)
+
+
+def test_seed_preset_is_exactly_the_seed_notebook_recipe():
+    from lstmlm.presets import compose
+
+    cpu, seed = compose("cpu", conf_dir=ROOT / "conf"), compose("seed", conf_dir=ROOT / "conf")
+    recipe = {
+        "tokenise": {"scheme": "basic_english"},
+        "model": {"emb": 800, "hidden": 512, "layers": 2, "input_dropout": 0.65,
+                  "layer_dropout": 0.65, "output_dropout": 0.65, "word_dropout": 0.0,
+                  "output": "full", "tie_weights": False},
+        "train": {"optimizer": "adam", "lr": 1.0e-3, "batch_size": 128, "bptt": 50,
+                  "stateful": False, "variable_bptt": False, "epochs": 50, "schedule": "plateau"},
+    }
+    for section, values in recipe.items():
+        for key, value in values.items():
+            assert seed[section][key] == value, f"{section}.{key}"
+    # Everything else is the base's.
+    from lstmlm.presets import differences
+
+    changed = set(differences(cpu, seed)) - {"preset"}
+    assert changed <= {f"{s}.{k}" for s, v in recipe.items() for k in v}
+
+
+def test_awd_preset_is_the_papers_recipe():
+    from lstmlm.presets import compose
+
+    awd = compose("awd", conf_dir=ROOT / "conf")
+    m, t = awd["model"], awd["train"]
+    assert (m["layers"], m["hidden"], m["emb"], m["tie_weights"], m["weight_dropout"]) == (3, 1150, 400, True, 0.5)
+    assert (m["output_dropout"], m["layer_dropout"], m["input_dropout"], m["word_dropout"]) == (0.4, 0.3, 0.65, 0.1)
+    assert (t["variable_bptt"], t["bptt"], t["batch_size"], t["optimizer"], t["lr"]) == (True, 70, 80, "sgd", 30.0)
+    assert (t["averaging"], t["activation_reg"], t["temporal_activation_reg"]) == ("ntasgd", 2.0, 1.0)
+    assert (t["weight_decay"], t["clip"], t["epochs"]) == (1.2e-6, 0.25, 750)
+
+
+def test_dvc_composes_with_hydra():
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert "[hydra]" in config and "enabled = true" in config

@@ -47,7 +47,8 @@ PARAMS = {
     "model": TINY_MODEL,
     "train": {**TINY_TRAIN, "epochs": EPOCHS},
     "evaluate": {"batch_size": 4, "test_batch_size": 2, "bptt": 8},
-    "sample": {"prompts": ["the cat", "she"], "words": 6},
+    "sample": {"words": 6},
+    "prompts": ["the cat", "she"],
 }
 # Each stage's arguments, paths relative to the run directory as in dvc.yaml.
 ARGS = {
@@ -69,12 +70,14 @@ PIPELINE = ("download", "tokenise", "tensorise", "train", "evaluate", "sample")
 
 def write_params(directory: Path, name: str = "params.yaml", **overrides: dict) -> Path:
     """PARAMS with some sections' keys overridden (a section given as None is dropped)."""
-    params = {s: dict(v) for s, v in PARAMS.items()}
+    params = {s: v.copy() for s, v in PARAMS.items()}
     for section, values in overrides.items():
         if values is None:
             params.pop(section, None)
-        else:
+        elif isinstance(values, dict):
             params.setdefault(section, {}).update(values)
+        else:
+            params[section] = values
     path = directory / name
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     return path
@@ -175,7 +178,7 @@ def resume_epoch(path: Path) -> int | None:
     """The epoch of a resume state (None while there is none, or a damaged one). Safe while
     the stage runs: the state is replaced by an atomic rename, a reader sees a whole file."""
     try:
-        return torch.load(path, weights_only=True)["trainer"]["epoch"]
+        return torch.load(path, weights_only=True)["trainer"]["progress"]["epoch"]
     except (FileNotFoundError, RuntimeError):
         return None
 
@@ -269,8 +272,8 @@ def smaller_vocabulary(vocab: Vocabulary) -> Vocabulary:
 def tiny_checkpoint(path: Path, vocab: Vocabulary, vocab_path: str = "vocab.json",
                     **model) -> None:
     torch.manual_seed(0)
-    config = ModelConfig.from_params(parse_section("model", {**TINY_MODEL, **model}), len(vocab))
-    save_checkpoint(path, LSTMLanguageModel(config), vocab, vocab_path, {"epoch": 1})
+    config = parse_section("model", {**TINY_MODEL, **model}, ModelConfig)
+    save_checkpoint(path, LSTMLanguageModel(config, len(vocab)), vocab, vocab_path, {"epoch": 1})
 
 
 @pytest.fixture(scope="module")
@@ -582,7 +585,7 @@ import runpy, sys, torch
 from lstmlm.training import Trainer
 original = Trainer.train_epoch
 def train_epoch(self, *args, **kwargs):
-    if self.epoch == 2:
+    if self.progress.epoch == 2:
         with torch.no_grad():
             self.model.encoder.weight.fill_(float("nan"))
     return original(self, *args, **kwargs)
@@ -614,7 +617,7 @@ def test_divergence_stops_training_and_never_overwrites_the_best_checkpoint(base
     checkpoint = read_checkpoint(poisoned / "model.pt")
     assert checkpoint["info"]["epoch"] == 2
     saved = torch.load(poisoned / "resume" / "state.pt", weights_only=True)
-    assert saved["trainer"]["epoch"] == 2  # a rerun would resume from the last good epoch
+    assert saved["trainer"]["progress"]["epoch"] == 2  # a rerun would resume from the last good epoch
     for name, tensor in checkpoint["state_dict"].items():
         assert torch.isfinite(tensor).all(), name
         assert torch.equal(tensor, saved["trainer"]["model"][name]), name
