@@ -17,17 +17,16 @@ The settings are those of ``python -m lstmlm generate`` (lstmlm.generate.Samplin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .generate import Generator
+import importlib
 
 __version__ = "0.1.0"
 
 
-def load(checkpoint, vocab=None, map_location="cpu") -> "Generator":
-    """A Generator for a trained checkpoint (``vocab``: the vocabulary JSON, by default
-    the one the checkpoint refers to). See lstmlm.generate.Generator."""
-    from .generate import Generator
-
-    return Generator.load(checkpoint, vocab, map_location)
+def load(checkpoint, vocab=None, map_location="cpu"):
+    """A Generator (lstmlm.generate.Generator) for a trained checkpoint; ``vocab``: the
+    vocabulary JSON, by default the one the checkpoint refers to."""
+    # Imported by name rather than by an import statement: every stage imports this
+    # package, and dvc.yaml's code deps follow import statements (lstmlm/imports.py); the
+    # data stages must not depend on, and rerun for, generation code they never run.
+    generate = importlib.import_module(f"{__name__}.generate")
+    return generate.Generator.load(checkpoint, vocab, map_location)
