@@ -129,9 +129,9 @@ def _vocabulary(payload: dict, path: Path, vocab_path: str | Path | None) -> Voc
     vocab = Vocabulary.load(vocab_path)
     if vocab.sha256 != ref["sha256"]:
         raise CheckpointError(
-            f"{vocab_path}: this vocabulary ({len(vocab)} words, sha256 {vocab.sha256[:12]}…) "
-            f"is not the one the model was trained with ({ref['size']} words, sha256 "
-            f"{str(ref['sha256'])[:12]}…); pass the right one with --vocab")
+            f"{vocab_path}: the model was trained with another vocabulary ({ref['size']} words, "
+            f"sha256 {str(ref['sha256'])[:12]}…) than this one ({len(vocab)} words, sha256 "
+            f"{vocab.sha256[:12]}…); pass the right one with --vocab")
     return vocab
 
 
