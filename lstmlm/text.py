@@ -69,11 +69,10 @@ def tokenise_lines(lines: Iterable[str], scheme: str) -> Iterable[list[str]]:
 # The one rule table: Detokeniser applies it to write tokens as text, wikitext_prompt_words
 # inverts it to read text as tokens.
 
-# WikiText writes in-word hyphens and number separators as tokens of their own:
-# "York @-@ based", "1 @,@ 000", "2 @.@ 5". For reading they join their neighbours.
-JOINERS = {"@-@": "-", "@,@": ",", "@.@": "."}
-# WikiText also splits curly quotes off as tokens ("I ’ m", "“ China ”"); ’ joins both sides.
-CURLY_JOINERS = {"’": "’"}
+# Joined to both neighbours. WikiText writes in-word hyphens and number separators as
+# tokens of their own ("York @-@ based", "1 @,@ 000", "2 @.@ 5"), and splits off curly
+# apostrophes too ("I ’ m").
+JOINERS = {"@-@": "-", "@,@": ",", "@.@": ".", "’": "’"}
 # Written without a space before them ("cat .", "Beatles 's", "don 't", "5 %").
 CLITICS = frozenset({"'s", "'t", "'re", "'ve", "'ll", "'d", "'m"})
 CLOSING = frozenset({".", ",", ";", ":", "!", "?", ")", "]", "}", "%", "”"}) | CLITICS
@@ -149,9 +148,8 @@ class Detokeniser:
 
     def _join(self, token: str) -> tuple[str, bool, bool]:
         """(text, joins the token before, joins the token after) for one token."""
-        joiner = JOINERS.get(token) or CURLY_JOINERS.get(token)
-        if joiner:
-            return joiner, True, True
+        if token in JOINERS:
+            return JOINERS[token], True, True
         if token == QUOTE:
             self._quote = not self._quote
             return token, not self._quote, self._quote
@@ -187,7 +185,8 @@ def detokenise(tokens: Iterable[str], scheme: str = "wikitext", headings: bool =
 
 # --------------------------------------------------------------------------- prompts
 
-# Always tokens of their own, wherever they stand in a word.
+# Always tokens of their own, wherever they stand in a word (WikiText has no word with
+# one of them inside).
 _ALWAYS_SPLIT = re.compile(r'([";!?()\[\]{}%–—/…“”‘’])')
 # A word-like unit on either side of an in-word separator: a letter or digit, or <unk>.
 _SEPARATORS = [
@@ -197,8 +196,9 @@ _SEPARATORS = [
 ]
 _DOTTED = re.compile(r"(?:[^\W\d_]+\.){2,}|[A-Z]\.")  # U.S., e.g., Ph.D., J.
 _APOSTROPHE_WORD = re.compile(r"(.*[\w>])('[^\W\d_]+)", re.S)  # don't -> don 't
-_LEADING = frozenset("([{$£€\"'")
-_TRAILING = frozenset(".,;:!?)]}%\"'")
+# Split off the start / the end of a word: the one-character OPENING / CLOSING tokens.
+_LEADING = frozenset(t for t in OPENING if len(t) == 1) | {QUOTE, APOSTROPHE}
+_TRAILING = frozenset(t for t in CLOSING if len(t) == 1) | {QUOTE, APOSTROPHE}
 
 
 def _is_abbreviation(word: str) -> bool:
