@@ -124,6 +124,9 @@ def generate_parser() -> argparse.ArgumentParser:
                              "without the prompt")
     parser.add_argument("--stream", action="store_true",
                         help="print words as they are generated")
+    parser.add_argument("--headings", action=argparse.BooleanOptionalAction, default=True,
+                        help="write WikiText's heading lines as '== History ==' (default), "
+                             "or leave them out")
     parser.add_argument("--interactive", action="store_true",
                         help="after any PROMPT arguments, read prompts from stdin, one per "
                              "line, until end of input")
@@ -185,7 +188,8 @@ def _prompts(args: argparse.Namespace, stdin: TextIO | None) -> Iterator[str]:
         yield line.rstrip("\r\n")
 
 
-def _pieces(prompt: str, tokens: Iterable[str], raw: bool, scheme: str) -> Iterator[str]:
+def _pieces(prompt: str, tokens: Iterable[str], raw: bool, scheme: str,
+            headings: bool = True) -> Iterator[str]:
     """What to print for one text, piece by piece: the prompt and its continuation
     detokenised, or with ``raw`` the tokens alone."""
     if raw:
@@ -195,7 +199,7 @@ def _pieces(prompt: str, tokens: Iterable[str], raw: bool, scheme: str) -> Itera
     from .text import Detokeniser
 
     yield prompt
-    detokeniser = Detokeniser.after(prompt, scheme)
+    detokeniser = Detokeniser.after(prompt, scheme, headings)
     yield from (detokeniser.push(token) for token in tokens)
 
 
@@ -242,8 +246,8 @@ def generate_main(argv: list[str] | None = None) -> int:
             if number:
                 out.write("\n")
             tokens = generator.stream_ids(ids, options)
-            _write_generation(out, _pieces(prompt, tokens, args.raw, generator.vocab.scheme),
-                              args.stream)
+            pieces = _pieces(prompt, tokens, args.raw, generator.vocab.scheme, args.headings)
+            _write_generation(out, pieces, args.stream)
     except BrokenPipeError:
         # The reader stopped (e.g. `| head`): it has all it wanted. Point stdout at
         # /dev/null so that Python's final flush does not raise again.

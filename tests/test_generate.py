@@ -562,6 +562,18 @@ def test_cli_bad_checkpoints_and_vocabularies(tiny, tmp_path):
         assert_clean_error(run(), *needles)
 
 
+def test_cli_writes_or_drops_headings():
+    from lstmlm.cli import _pieces, generate_parser
+
+    tokens = ["sat", ".", EOS, "=", "=", "History", "=", "=", EOS, "It", "'s", '"', "done", '"']
+    assert "".join(_pieces("The cat", tokens, False, "wikitext")) == (
+        'The cat sat.\n== History ==\nIt\'s "done"')
+    assert "".join(_pieces("The cat", tokens, False, "wikitext", headings=False)) == (
+        'The cat sat.\nIt\'s "done"')
+    assert "".join(_pieces("The cat", tokens[:2], True, "wikitext")) == "sat ."
+    assert generate_parser().parse_args(["--no-headings"]).headings is False
+
+
 def test_cli_never_advises_loading_an_untrusted_file_unsafely(tiny, tmp_path):
     """torch.load's message advises retrying with weights_only=False (or allow-listing the
     file's globals): running code from an unknown file. The message keeps only the reason
