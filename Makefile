@@ -3,9 +3,12 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
+TEST_STAMP  := $(VENV)/.installed-test
+MODEL   ?= data/model.pt
 SHELL   := /bin/bash
 
-.PHONY: pipeline test test-fast bench venv clean
+.PHONY: pipeline test test-fast bench venv clean serve
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -16,15 +19,29 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
+# The optional extras: the web page's server, and what the tests need (browser driver,
+# notebook runner). The pipeline's own install stays without them.
+$(SERVE_STAMP): $(STAMP) requirements-serve.txt
+	$(VENV)/bin/python -m pip install --quiet -r requirements-serve.txt
+	touch $(SERVE_STAMP)
+
+$(TEST_STAMP): $(STAMP) requirements-serve.txt requirements-test.txt
+	$(VENV)/bin/python -m pip install --quiet -r requirements-test.txt
+	touch $(TEST_STAMP)
+
+# A local page to write with the model (http://127.0.0.1:8000/); MODEL=path for another one.
+serve: $(SERVE_STAMP)
+	$(VENV)/bin/python -m lstmlm serve --model $(MODEL)
+
 # Runs the whole pipeline. Stages call `python`, so the venv goes first on PATH.
 pipeline: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc metrics show
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -m "not slow"
 
 # Benchmarks on the real data (minutes, not a test). repro_speed needs `make pipeline` first.

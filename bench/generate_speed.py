@@ -67,18 +67,18 @@ def main() -> int:
     import torch
 
     from lstmlm.errors import LstmlmError
-    from lstmlm.generate import SamplingOptions, load_generator
+    from lstmlm.generate import Generator, SamplingOptions
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
-        generator, _ = load_generator(args.model, args.vocab)
+        generator = Generator.load(args.model, args.vocab)
     except LstmlmError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     load_s = time.perf_counter() - start
     config = generator.model.config
-    print(f"model {args.model}: vocabulary {config.vocab_size}, emb {config.emb}, hidden "
+    print(f"model {args.model}: vocabulary {generator.model.vocab_size}, emb {config.emb}, hidden "
           f"{config.hidden}, {config.layers} layer(s), {config.output} softmax"
           + (f" (cutoffs {list(config.cutoffs)})" if config.output == "adaptive" else "")
           + f"; torch {torch.__version__}, {args.threads} thread(s); loaded in {load_s:.2f} s")

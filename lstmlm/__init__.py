@@ -3,6 +3,30 @@
 The package is plain PyTorch with no DVC inside; the pipeline's stages (stages/) are thin
 wrappers around it. Importing it does no work and does not import torch: the data stages
 stay fast, and torch is loaded only by the modules that need it.
+
+From Python, as in the seed notebook:
+
+    import lstmlm
+    generator = lstmlm.load("data/model.pt")
+    generation = generator.generate("The Beatles are", words=50, temperature=0.8, seed=0)
+    print(generation.text, generation.unknown_words)
+    for token in generator.stream("I like", top_k=40): ...
+
+The settings are those of ``python -m lstmlm generate`` (lstmlm.generate.SamplingOptions).
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+
+def load(checkpoint, vocab=None, map_location="cpu"):
+    """A Generator (lstmlm.generate.Generator) for a trained checkpoint; ``vocab``: the
+    vocabulary JSON, by default the one the checkpoint refers to."""
+    # Imported by name rather than by an import statement: every stage imports this
+    # package, and dvc.yaml's code deps follow import statements (lstmlm/imports.py); the
+    # data stages must not depend on, and rerun for, generation code they never run.
+    generate = importlib.import_module(f"{__name__}.generate")
+    return generate.Generator.load(checkpoint, vocab, map_location)

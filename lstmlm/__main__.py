@@ -15,6 +15,7 @@ from .errors import run_main
 # command -> (function name in lstmlm.cli, one-line description)
 COMMANDS = {
     "generate": ("generate_main", "generate text from a trained checkpoint"),
+    "serve": ("serve_main", "a local web page to write with a trained checkpoint"),
 }
 
 

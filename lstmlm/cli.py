@@ -1,30 +1,35 @@
-"""The commands behind ``python -m lstmlm``; for now ``generate``.
+"""The commands behind ``python -m lstmlm``: ``generate`` and ``serve``.
 
 Arguments are parsed and checked before torch is imported, so ``--help`` and bad
-values answer at once. Errors the user can fix end with a message on stderr and exit
+values answer at once: the sampling options by lstmlm.options.SamplingOptions, the one
+place that holds their defaults and limits. Errors the user can fix end with a message on stderr and exit
 status 2 (argparse's own, or LstmlmError through errors.run_main), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import Iterable, Iterator, TextIO
 
 from .errors import LstmlmError
+from .options import SamplingOptions
+from .params import ParamsError
 
 GENERATE_EPILOG = """\
 examples:
   python -m lstmlm generate --model data/model.pt "The Beatles are" --words 50 --temperature 0.8
-  python -m lstmlm generate "I like" "A cat" --seed 0 --top-p 0.95
+  python -m lstmlm generate "I like" "A cat" --seed none --top-p 0.95
+  python -m lstmlm generate -- "-ish words are"
   python -m lstmlm generate --stream --words 2000 "Super Mario is"
   python -m lstmlm generate --interactive --top-k 40 < prompts.txt
 
-Each prompt is tokenised with the scheme the model was trained with and primes the
-LSTM after an <eos>, as if it began a line; words not in the vocabulary are read as
+Each prompt is tokenised with the scheme the model was trained with (wikitext: as
+WikiText writes text, so "Hello, world." is Hello , world . and "don't" is don 't)
+and primes the LSTM after an <eos>, as if it began a line; words not in the vocabulary are read as
 <unk> (a note on stderr names them). An empty prompt starts from <eos> alone. The
 output is the prompt followed by its continuation, detokenised for reading (<eos> as
 a line break), or with --raw the generated tokens only, as the model sees them.
@@ -32,35 +37,74 @@ Several prompts give one text each, separated by a blank line.
 """
 
 
-# ---------------------------------------------------------------------- argument types
-# argparse turns an ArgumentTypeError into "argument --words: <message>" and exit 2.
-
-
-def _number(text: str, kind: Callable, what: str, ok: Callable[[float], bool]):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _number(text, int, "an integer > 0", lambda v: v > 0)
+# ---------------------------------------------------------------------- options
 
 
 def non_negative_int(text: str) -> int:
-    return _number(text, int, "an integer >= 0", lambda v: v >= 0)
+    """argparse type: "argument --threads: expected an integer >= 0, got '-1'", exit 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
-def temperature(text: str) -> float:
-    return _number(text, float, "a finite number >= 0 (0 means greedy)",
-                   lambda v: math.isfinite(v) and v >= 0)
+def seed_value(text: str) -> int | None:
+    """--seed: an integer, or "none" for a fresh seed each run."""
+    if text.lower() in ("none", "random"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
-def probability(text: str) -> float:
-    return _number(text, float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """The sampling options, named and defaulted as lstmlm.options.SamplingOptions (the
+    params' sample section); their values are checked there (see sampling_options)."""
+    d = SamplingOptions()
+    add = parser.add_argument
+    add("--words", type=int, default=d.words,
+        help="tokens to generate per prompt, <eos> included (default: %(default)s)")
+    add("--temperature", type=float, default=d.temperature,
+        help="0: greedy; < 1 more conservative, > 1 more random (default: %(default)s)")
+    add("--top-k", dest="top_k", type=int, default=d.top_k,
+        help="draw only from the k most likely words; 0 disables (default: %(default)s)")
+    add("--top-p", dest="top_p", type=float, default=d.top_p,
+        help="draw only from the smallest set of most likely words whose probability "
+             "reaches p; 1 disables (default: %(default)s)")
+    add("--seed", type=seed_value, default=d.seed,
+        help="seed for reproducible output; 'none' draws a fresh one each run "
+             "(default: %(default)s); each prompt starts from this seed")
+    add("--allow-unk", dest="allow_unk", action=argparse.BooleanOptionalAction,
+        default=d.allow_unk, help="allow <unk> in the output (default: never drawn)")
+    add("--stop-at-eos", dest="stop_at_eos", action=argparse.BooleanOptionalAction,
+        default=d.stop_at_eos, help="stop a text at the first <eos> (end of line)")
+
+
+def sampling_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SamplingOptions:
+    """SamplingOptions from the parsed options; a value it refuses ends the command as
+    argparse does (usage, "argument --top-p: ...", exit 2)."""
+    names = [f.name for f in dataclasses.fields(SamplingOptions)]
+    try:
+        return SamplingOptions(**{name: getattr(args, name) for name in names})
+    except ParamsError as err:
+        key, _, why = str(err).partition(": ")
+        parser.error(f"argument --{key.rsplit('.', 1)[-1].replace('_', '-')}: {why}")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=Path("data/model.pt"), metavar="CHECKPOINT",
+                        help="checkpoint written by the train stage (default: %(default)s)")
+    parser.add_argument("--vocab", type=Path, metavar="PATH",
+                        help="vocabulary JSON (default: the one the checkpoint refers to); "
+                             "it must be the one the model was trained with")
+    parser.add_argument("--threads", type=non_negative_int, default=1,
+                        help="CPU threads for torch; 0: all cores (default: %(default)s: one "
+                             "stream's matrix-vector products gain little from more, and on a "
+                             "busy machine a second thread can slow them down many times)")
 
 
 def generate_parser() -> argparse.ArgumentParser:
@@ -71,42 +115,49 @@ def generate_parser() -> argparse.ArgumentParser:
         epilog=GENERATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prompts", nargs="*", metavar="PROMPT",
                         help="text to continue; several prompts give one text each "
-                             "(none: one empty prompt, unless --interactive)")
-    parser.add_argument("--model", type=Path, default=Path("data/model.pt"), metavar="CHECKPOINT",
-                        help="checkpoint written by the train stage (default: %(default)s)")
-    parser.add_argument("--vocab", type=Path, metavar="PATH",
-                        help="vocabulary JSON (default: the one the checkpoint refers to); "
-                             "it must be the one the model was trained with")
-    parser.add_argument("--words", type=positive_int, default=50,
-                        help="tokens to generate per prompt, <eos> included (default: %(default)s)")
-    parser.add_argument("--temperature", type=temperature, default=1.0,
-                        help="0: greedy; < 1 more conservative, > 1 more random "
-                             "(default: %(default)s)")
-    parser.add_argument("--top-k", dest="top_k", type=non_negative_int, default=0,
-                        help="draw only from the k most likely words; 0 disables (default)")
-    parser.add_argument("--top-p", dest="top_p", type=probability, default=1.0,
-                        help="draw only from the smallest set of most likely words whose "
-                             "probability reaches p; 1 disables (default)")
-    parser.add_argument("--seed", type=non_negative_int,
-                        help="seed for reproducible output (default: a fresh one each run); "
-                             "each prompt starts from this seed")
-    parser.add_argument("--allow-unk", dest="allow_unk", action="store_true",
-                        help="allow <unk> in the output (by default it is never drawn)")
-    parser.add_argument("--stop-at-eos", dest="stop_at_eos", action="store_true",
-                        help="stop a text at the first <eos> (end of line)")
+                             "(none: one empty prompt, unless --interactive); after --, "
+                             "every argument is a prompt, even one that starts with -")
+    add_model_options(parser)
+    add_sampling_options(parser)
     parser.add_argument("--raw", action="store_true",
                         help="print the generated tokens as they are, space-separated, "
                              "without the prompt")
     parser.add_argument("--stream", action="store_true",
                         help="print words as they are generated")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="CPU threads for torch (default: %(default)s: one stream's "
-                             "matrix-vector products gain little from more, and on a busy "
-                             "machine a second thread can slow them down many times)")
+    parser.add_argument("--headings", action=argparse.BooleanOptionalAction, default=True,
+                        help="write WikiText's heading lines as '== History ==' (default), "
+                             "or leave them out")
     parser.add_argument("--interactive", action="store_true",
                         help="after any PROMPT arguments, read prompts from stdin, one per "
                              "line, until end of input")
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Options and prompts in any order; ``--`` ends the options (parse_intermixed_args
+    alone would read a prompt such as '-hello' after it as an option)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, rest = argv[:cut], argv[cut + 1:]
+    args = parser.parse_intermixed_args(argv)
+    args.prompts = list(args.prompts) + rest
+    return args
+
+
+def load_generator(args: argparse.Namespace):
+    """The checks that come before loading (missing files, before torch is imported;
+    --threads), then the Generator for --model and --vocab."""
+    if not args.model.is_file():
+        raise LstmlmError(f"{args.model}: checkpoint not found")
+    if args.vocab is not None and not args.vocab.is_file():
+        raise LstmlmError(f"{args.vocab}: vocabulary file not found")
+    from .generate import Generator
+    from .training import set_cpu_threads
+
+    set_cpu_threads(args.threads, key="--threads")  # refuses absurd counts (oneDNN crashes)
+    return Generator.load(args.model, args.vocab)
 
 
 # ---------------------------------------------------------------------- output
@@ -137,68 +188,54 @@ def _prompts(args: argparse.Namespace, stdin: TextIO | None) -> Iterator[str]:
         yield line.rstrip("\r\n")
 
 
-def _write_generation(out: TextIO, prompt: str, tokens: Iterable[str], raw: bool,
-                      stream: bool) -> None:
-    """Print one text: the prompt and its continuation (or raw tokens), as it comes if
-    ``stream``, else all at once."""
-    from .generate import StreamDetokeniser, join_prompt
-    from .text import detokenise
-
-    if not stream:
-        tokens = list(tokens)
-        if raw:
-            out.write(" ".join(tokens) + "\n")
-        else:
-            out.write(prompt + join_prompt(prompt, tokens[0] if tokens else None)
-                      + detokenise(tokens) + "\n")
+def _pieces(prompt: str, tokens: Iterable[str], raw: bool, scheme: str,
+            headings: bool = True) -> Iterator[str]:
+    """What to print for one text, piece by piece: the prompt and its continuation
+    detokenised, or with ``raw`` the tokens alone."""
+    if raw:
+        for number, token in enumerate(tokens):
+            yield token if number == 0 else " " + token
         return
-    first = True
-    detokeniser = StreamDetokeniser()
-    if not raw:
-        out.write(prompt)
-        out.flush()
-    for token in tokens:
-        if raw:
-            piece = token if first else " " + token
-        else:
-            piece = (join_prompt(prompt, token) if first else "") + detokeniser.push(token)
-        first = False
+    from .text import Detokeniser
+
+    yield prompt
+    detokeniser = Detokeniser.after(prompt, scheme, headings)
+    yield from (detokeniser.push(token) for token in tokens)
+
+
+def _write_generation(out: TextIO, pieces: Iterable[str], stream: bool) -> None:
+    """Print one text, as it comes if ``stream``, else all at once."""
+    if not stream:
+        pieces = ["".join(pieces)]
+    for piece in pieces:
         if piece:
             out.write(piece)
-            out.flush()
-    out.write(("" if raw else detokeniser.finish()) + "\n")
+            if stream:
+                out.flush()
+    out.write("\n")
     out.flush()
 
 
 # ---------------------------------------------------------------------- generate
 
 
-def generate_main(argv: list[str] | None = None) -> int:
-    """``python -m lstmlm generate``: see generate_parser()."""
-    args = generate_parser().parse_intermixed_args(argv)
-    # Never a UnicodeEncodeError: a prompt is echoed as given, and it may hold text the
-    # terminal's encoding lacks, or bytes that were not UTF-8 (kept as lone surrogates).
+def _reconfigure_streams(interactive: bool) -> None:
+    """Never a UnicodeEncodeError: a prompt is echoed as given, and it may hold text the
+    terminal's encoding lacks, or bytes that were not UTF-8 (kept as lone surrogates)."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    if args.interactive and hasattr(sys.stdin, "reconfigure"):
+    if interactive and hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # undecodable input is read as U+FFFD
 
-    # Missing files are reported before the heavy imports (torch), like bad values.
-    if not args.model.is_file():
-        raise LstmlmError(f"{args.model}: checkpoint not found")
-    if args.vocab is not None and not args.vocab.is_file():
-        raise LstmlmError(f"{args.vocab}: vocabulary file not found")
-    import torch
 
-    from .generate import SamplingOptions, load_generator
-
-    torch.set_num_threads(args.threads)
-
-    options = SamplingOptions(words=args.words, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, seed=args.seed, allow_unk=args.allow_unk,
-                              stop_at_eos=args.stop_at_eos)
-    generator, _ = load_generator(args.model, args.vocab)
+def generate_main(argv: list[str] | None = None) -> int:
+    """``python -m lstmlm generate``: see generate_parser()."""
+    parser = generate_parser()
+    args = parse_args(parser, argv)
+    options = sampling_options(parser, args)
+    _reconfigure_streams(args.interactive)
+    generator = load_generator(args)
     out = sys.stdout
     try:
         for number, prompt in enumerate(_prompts(args, sys.stdin)):
@@ -208,11 +245,59 @@ def generate_main(argv: list[str] | None = None) -> int:
                       f"{_describe_words(unknown)}", file=sys.stderr, flush=True)
             if number:
                 out.write("\n")
-            _write_generation(out, prompt, generator.stream_ids(ids, options), args.raw,
-                              args.stream)
-            out.flush()
+            tokens = generator.stream_ids(ids, options)
+            pieces = _pieces(prompt, tokens, args.raw, generator.vocab.scheme, args.headings)
+            _write_generation(out, pieces, args.stream)
     except BrokenPipeError:
         # The reader stopped (e.g. `| head`): it has all it wanted. Point stdout at
         # /dev/null so that Python's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+# ---------------------------------------------------------------------- serve
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lstmlm serve",
+        description="Serve a local web page to write with a trained checkpoint: a prompt, the "
+                    "sampling controls, and the text as it is generated. Needs the serve "
+                    "extra (pip install -e '.[serve]', or make serve).")
+    add_model_options(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s, this machine only)")
+    parser.add_argument("--port", type=non_negative_int, default=8000,
+                        help="port (default: %(default)s; 0: any free port)")
+    parser.add_argument("--max-words", dest="max_words", type=int, default=2000,
+                        help="the most words one request may ask for (default: %(default)s)")
+    parser.add_argument("--delay", type=float, default=0.0,
+                        help="seconds to wait after each word, to watch the text arrive "
+                             "(default: %(default)s)")
+    return parser
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``python -m lstmlm serve``: see serve_parser()."""
+    import socket
+
+    parser = serve_parser()
+    args = parser.parse_args(argv)
+    if args.max_words < 1 or not 0 <= args.delay <= 10:
+        parser.error("argument --max-words: expected >= 1; --delay: expected 0 to 10 seconds")
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as err:
+        raise LstmlmError(f"python -m lstmlm serve needs the serve extra ({err.name} is "
+                          "missing): pip install -e '.[serve]', or make serve") from None
+    app = create_app(load_generator(args), max_words=args.max_words, delay=args.delay)
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as err:
+        raise LstmlmError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
+    host, port = sock.getsockname()[:2]
+    print(f"serving {args.model} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0

@@ -6,6 +6,12 @@ Both schemes turn one line of text into a list of tokens and end it with ``<eos>
   standard behind published perplexities (pytorch/examples, AWD-LSTM).
 * ``basic_english``: torchtext's ``basic_english`` rules (lower-case, split off
   punctuation, drop double quotes), which the seed notebook used.
+
+Text people type (prompts) is tokenised the way the vocabulary's scheme wrote its corpus:
+for ``wikitext`` that means WikiText's own conventions (:func:`wikitext_prompt_words`).
+Text the model writes is joined back for reading by :class:`Detokeniser`, one token at a
+time, and by :func:`detokenise` at once. Both directions read the one rule table below
+("How tokens join"), so that tokenising what was detokenised gives the tokens back.
 """
 
 from __future__ import annotations
@@ -59,9 +65,197 @@ def tokenise_lines(lines: Iterable[str], scheme: str) -> Iterable[list[str]]:
         yield words(line) + [EOS]
 
 
+# --------------------------------------------------------------------------- how tokens join
+# The one rule table: Detokeniser applies it to write tokens as text, wikitext_prompt_words
+# inverts it to read text as tokens.
+
+# Joined to both neighbours. WikiText writes in-word hyphens and number separators as
+# tokens of their own ("York @-@ based", "1 @,@ 000", "2 @.@ 5"), and splits off curly
+# apostrophes too ("I ’ m").
+JOINERS = {"@-@": "-", "@,@": ",", "@.@": ".", "’": "’"}
+# Written without a space before them ("cat .", "Beatles 's", "don 't", "5 %").
+CLITICS = frozenset({"'s", "'t", "'re", "'ve", "'ll", "'d", "'m"})
+CLOSING = frozenset({".", ",", ";", ":", "!", "?", ")", "]", "}", "%", "”"}) | CLITICS
+# Written without a space after them ("( and", "$ 5").
+OPENING = frozenset({"(", "[", "{", "$", "£", "€", "“", "‘"})
+# Double quotes alternate within a line: the first opens (no space after), the next
+# closes (no space before). A single quote closes an open one, follows a plural as its
+# possessive ("Beatles ' song"), or else opens ("the ' anti-hero '").
+QUOTE, APOSTROPHE = '"', "'"
+# A heading line is "= = History = =": the "=" marks join into "== History ==".
+HEADING = "="
+# Words whose final "." is part of the word, not a full stop (beside initials such as
+# "J." and dotted forms such as "U.S."); from WikiText's own tokens.
+# ("Jr", "c" and "etc" are left out: WikiText more often splits their full stop.)
+ABBREVIATIONS = frozenset("No Nos St Dr Mr Mrs Ms Sr Op vs v o Bros var Inc Ltd Co Lt Col Gen "
+                          "Sgt Rev Nr ssp pp".split())
+# basic_english splits "don't" into don ' t, "it's" into it ' s and "1 @,@ 000" into
+# 1 @ , @ 000: after an apostrophe these join, and a lone "@" is written as nothing.
+BASIC_ENGLISH_SUFFIXES = frozenset({"s", "t", "re", "ve", "ll", "d", "m"})
+
+
+class Detokeniser:
+    """Writes tokens as readable text, one token at a time (for printing words as they
+    come): ``"".join(d.push(t) for t in tokens) == detokenise(tokens)``. Nothing is held
+    back: how a token joins depends only on the tokens before it on its line.
+
+    ``scheme`` is the vocabulary's tokenisation scheme; ``headings`` False drops heading
+    lines ("= = History = =") with their line break instead of writing "== History ==".
+    """
+
+    def __init__(self, scheme: str = "wikitext", headings: bool = True):
+        self.basic = scheme == "basic_english"
+        self.headings = headings
+        self._strip_space = False
+        self._new_line()
+
+    @classmethod
+    def after(cls, prompt: str, scheme: str = "wikitext", headings: bool = True) -> "Detokeniser":
+        """A detokeniser for the text that follows ``prompt``: it joins the first word to
+        the prompt as it would join it to the prompt's last token."""
+        detokeniser = cls(scheme, headings)
+        for token in tokenise_prompt(prompt, scheme):
+            detokeniser.push(token)
+        detokeniser._strip_space = not prompt or prompt[-1].isspace()
+        return detokeniser
+
+    def _new_line(self) -> None:
+        self._previous = ""          # the last token on this line ("" at its start)
+        self._glue = True            # whether the next token joins without a space
+        self._quote = self._single = False  # an open double / single quote
+        self._dropping = False       # inside a heading line that is left out
+
+    def push(self, token: str) -> str:
+        """Add a token; return the text to write for it (perhaps empty)."""
+        if token == EOS:
+            dropped = self._dropping
+            self._new_line()
+            return self._emit("" if dropped else "\n")
+        if not self._previous and token == HEADING and not self.headings:
+            self._dropping = True
+        if self._dropping:
+            return ""
+        text, glue_before, glue_after = self._join(token)
+        piece = text if (self._glue or glue_before) else " " + text
+        self._previous, self._glue = token, glue_after
+        return self._emit(piece)
+
+    def _emit(self, piece: str) -> str:
+        if self._strip_space and piece:
+            self._strip_space = False
+            return piece.lstrip(" ")
+        return piece
+
+    def _join(self, token: str) -> tuple[str, bool, bool]:
+        """(text, joins the token before, joins the token after) for one token."""
+        if token in JOINERS:
+            return JOINERS[token], True, True
+        if token == QUOTE:
+            self._quote = not self._quote
+            return token, not self._quote, self._quote
+        if self.basic:
+            if token == "@":
+                return "", True, True
+            if self._previous == APOSTROPHE and token in BASIC_ENGLISH_SUFFIXES:
+                return token, True, False
+            if token == APOSTROPHE:
+                return token, True, False
+        elif token == APOSTROPHE:
+            return self._apostrophe()
+        if token == HEADING and self._previous == HEADING:
+            return token, True, False
+        # "O 'Neil", "K 'awiil": an apostrophe word continues the word before it.
+        glue_before = token in CLOSING or (token[:1] == APOSTROPHE and token[1:2].isalpha())
+        return token, glue_before, token in OPENING
+
+    def _apostrophe(self) -> tuple[str, bool, bool]:
+        if self._single or self._previous.endswith(("s", "S")):
+            self._single = False
+            return APOSTROPHE, True, False
+        self._single = True
+        return APOSTROPHE, False, True
+
+
+def detokenise(tokens: Iterable[str], scheme: str = "wikitext", headings: bool = True) -> str:
+    """Join tokens into readable text (see Detokeniser): ``<eos>`` becomes a line break,
+    WikiText's separators join their neighbours, punctuation and quotes hug their words."""
+    detokeniser = Detokeniser(scheme, headings)
+    return "".join(detokeniser.push(token) for token in tokens)
+
+
+# --------------------------------------------------------------------------- prompts
+
+# Always tokens of their own, wherever they stand in a word (WikiText has no word with
+# one of them inside).
+_ALWAYS_SPLIT = re.compile(r'([";!?()\[\]{}%–—/…“”‘’])')
+# A word-like unit on either side of an in-word separator: a letter or digit, or <unk>.
+_SEPARATORS = [
+    (re.compile(r"(?<=[\w>])-(?=[\w<])"), " @-@ "),
+    (re.compile(r"(?<=[\w>]),(?=[\w<])"), " @,@ "),
+    (re.compile(r"(?<=[\d>])\.(?=[\d<])"), " @.@ "),
+]
+_DOTTED = re.compile(r"(?:[^\W\d_]+\.){2,}|[A-Z]\.")  # U.S., e.g., Ph.D., J.
+_APOSTROPHE_WORD = re.compile(r"(.*[\w>])('[^\W\d_]+)", re.S)  # don't -> don 't
+# Split off the start / the end of a word: the one-character OPENING / CLOSING tokens.
+_LEADING = frozenset(t for t in OPENING if len(t) == 1) | {QUOTE, APOSTROPHE}
+_TRAILING = frozenset(t for t in CLOSING if len(t) == 1) | {QUOTE, APOSTROPHE}
+
+
+def _is_abbreviation(word: str) -> bool:
+    return bool(_DOTTED.fullmatch(word)) or word[:-1] in ABBREVIATIONS
+
+
+def _split_edges(chunk: str) -> tuple[list[str], str, list[str]]:
+    """Punctuation before and after a word: ("(", "$"), "5,000", (".", ")")."""
+    lead: list[str] = []
+    while len(chunk) > 1 and chunk[0] in _LEADING and chunk.lower() not in CLITICS:
+        lead.append(chunk[0])
+        chunk = chunk[1:]
+    trail: list[str] = []
+    while len(chunk) > 1 and chunk[-1] in _TRAILING:
+        if not chunk.strip("."):  # an ellipsis
+            break
+        if chunk.endswith("...") and len(chunk) > 3:
+            trail.insert(0, "...")
+            chunk = chunk[:-3]
+        elif chunk[-1] == "." and _is_abbreviation(chunk):
+            break
+        else:
+            trail.insert(0, chunk[-1])
+            chunk = chunk[:-1]
+    return lead, chunk, trail
+
+
+def _split_word(word: str) -> list[str]:
+    """A word without its edge punctuation: clitics and in-word separators apart."""
+    clitics: list[str] = []
+    while match := _APOSTROPHE_WORD.fullmatch(word):  # O'Neil's -> O 'Neil 's
+        word = match.group(1)
+        clitics.insert(0, match.group(2))
+    for pattern, replacement in _SEPARATORS:
+        word = pattern.sub(replacement, word)
+    return word.split() + clitics
+
+
+def wikitext_prompt_words(line: str) -> list[str]:
+    """Text as people write it, tokenised as WikiText was: punctuation split off
+    ("Hello, world." -> Hello , world .), clitics apart (don 't, it 's), in-word hyphens
+    and number separators as @-@, @,@, @.@ ("$5,000" -> $ 5 @,@ 000), headings as
+    "= = History = =". Curly quotes are tokens of their own, as WikiText has them."""
+    line = re.sub(r"(?<=\s)(=+)(?=\s|$)|^(=+)(?=\s|$)",
+                  lambda m: " ".join(m.group(0)), line)  # "==" -> "= ="
+    tokens: list[str] = []
+    for chunk in _ALWAYS_SPLIT.sub(r" \1 ", line).split():
+        lead, word, trail = _split_edges(chunk)
+        tokens += lead + _split_word(word) + trail
+    return tokens
+
+
 def tokenise_prompt(prompt: str, scheme: str) -> list[str]:
-    """Tokens of a generation prompt (no ``<eos>`` appended; line breaks become ``<eos>``)."""
-    words = SCHEMES[scheme]
+    """Tokens of a generation prompt (no ``<eos>`` appended; line breaks become ``<eos>``).
+    With the ``wikitext`` scheme the prompt is read as people write text
+    (:func:`wikitext_prompt_words`); a prompt already in WikiText's form reads the same."""
+    words = wikitext_prompt_words if scheme == "wikitext" else SCHEMES[scheme]
     lines = prompt.split("\n")
     tokens: list[str] = []
     for i, line in enumerate(lines):
@@ -71,28 +265,9 @@ def tokenise_prompt(prompt: str, scheme: str) -> list[str]:
     return tokens
 
 
-# WikiText writes intra-word hyphens and number separators as " @-@ ", " @,@ ", " @.@ ".
-_AT_SEPARATORS = re.compile(r" @([-,.])@ ")
-_SPACE_BEFORE_PUNCT = re.compile(r" +([.,;:!?)\]}'%]|'s|n't|'re|'ve|'ll|'d|'m)(?=\s|$)")
-_SPACE_AFTER_OPEN = re.compile(r"([(\[{$]) +")
-
-
-def detokenise(tokens: list[str]) -> str:
-    """Join tokens into readable text: WikiText separators undone, no space before
-    punctuation, ``<eos>`` as a line break."""
-    lines, current = [], []
-    for token in tokens:
-        if token == EOS:
-            lines.append(current)
-            current = []
-        else:
-            current.append(token)
-    lines.append(current)
-    out = []
-    for words in lines:
-        text = " ".join(words)
-        text = _AT_SEPARATORS.sub(r"\1", text)
-        text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
-        text = _SPACE_AFTER_OPEN.sub(r"\1", text)
-        out.append(text.strip())
-    return "\n".join(out)
+def shorten(text: str, width: int = 60) -> str:
+    """One line of at most ``width`` characters, for echoing user text in messages."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    return flat[:width - 1].rstrip() + f"… ({len(text):,} characters)"

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lstmlm.checkpoint import load_model
+from lstmlm.checkpoint import load
 from lstmlm.corpus import load_ids
 from lstmlm.errors import LstmlmError, run_main
 from lstmlm.files import write_json
@@ -19,7 +19,6 @@ from lstmlm.params import read_params
 from lstmlm.batching import batchify
 from lstmlm.evaluation import EvaluateConfig, evaluate_loss, full_precision, perplexity
 from lstmlm.training import set_cpu_threads
-from lstmlm.vocab import Vocabulary
 
 
 def evaluate_split(model, ids, batch_size: int, bptt: int) -> dict:
@@ -44,8 +43,7 @@ def main() -> None:
     params = read_params(args.params, evaluate=EvaluateConfig)["evaluate"]
 
     set_cpu_threads(0)
-    vocab = Vocabulary.load(args.vocab)
-    model, payload = load_model(args.checkpoint, vocab)
+    model, vocab, _ = load(args.checkpoint, args.vocab)
     results = {}
     for split, batch_size in (("valid", params.batch_size), ("test", params.test_batch_size)):
         ids = load_ids(args.ids, split, len(vocab))

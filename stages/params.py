@@ -18,7 +18,7 @@ from lstmlm.files import write_text
 from lstmlm.corpus import TokeniseConfig
 from lstmlm.download import DownloadConfig
 from lstmlm.evaluation import EvaluateConfig
-from lstmlm.generate import SamplingOptions
+from lstmlm.options import SamplingOptions
 from lstmlm.model import ModelConfig
 from lstmlm.params import load_yaml, read_params
 from lstmlm.resources import check_fits

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lstmlm.checkpoint import load_model
 from lstmlm.errors import run_main
 from lstmlm.files import write_text
-from lstmlm.generate import Generator, SamplingOptions
+from lstmlm.generate import Generator
+from lstmlm.options import SamplingOptions
 from lstmlm.params import read_params
-from lstmlm.vocab import Vocabulary
+from lstmlm.text import shorten
 
 
 def render(generations, options: SamplingOptions, info: dict) -> str:
@@ -26,7 +26,7 @@ def render(generations, options: SamplingOptions, info: dict) -> str:
              f"{options.temperature:g}, top-k {options.top_k}, top-p {options.top_p:g}, "
              f"seed {options.seed}.", ""]
     for gen in generations:
-        lines += [f"## {gen.prompt}", ""]
+        lines += [f"## {shorten(gen.prompt, 80)}", ""]
         text = gen.text.replace("\n", "  \n")  # Markdown line breaks for <eos>
         lines += [f"**{gen.prompt}** {text}", ""]
         if gen.unknown_words:
@@ -44,13 +44,11 @@ def main() -> None:
     params = read_params(args.params, sample=SamplingOptions, prompts=list)
     options = params["sample"]
 
-    vocab = Vocabulary.load(args.vocab)
-    model, payload = load_model(args.checkpoint, vocab)
-    generator = Generator(model, vocab)
+    generator = Generator.load(args.checkpoint, args.vocab)
     generations = [generator.generate(prompt, options) for prompt in params["prompts"]]
-    write_text(args.out, render(generations, options, payload["info"]))
-    for gen in generations:
-        print(f"{gen.prompt} … {gen.text[:70]!r}")
+    write_text(args.out, render(generations, options, generator.info))
+    for gen in generations:  # a long prompt is cut short: one line each
+        print(f"{shorten(gen.prompt)} … {shorten(gen.text, 70)}")
 
 
 if __name__ == "__main__":

@@ -45,3 +45,24 @@ def write_tiny_corpus(directory: Path, sizes=(600, 80, 80), seed: int = 0) -> Pa
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     return write_tiny_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny untrained checkpoint on the tiny corpus's vocabulary (44 words; <unk> is never
+    seen in the corpus, so it is the last id, in the second tail cluster): (directory, model,
+    vocab), with model.pt and vocab.json in the directory. Built in well under a second."""
+    import torch
+
+    from lstmlm.checkpoint import save_checkpoint
+    from lstmlm.corpus import tokenise_corpus
+    from lstmlm.model import LSTMLanguageModel, ModelConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    vocab, _ = tokenise_corpus(write_tiny_corpus(root / "raw"), root / "tok", root / "vocab.json",
+                               scheme="wikitext")
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(ModelConfig(emb=16, hidden=24, layers=2, cutoffs=[10, 30]),
+                              len(vocab)).eval()
+    save_checkpoint(root / "model.pt", model, vocab, root / "vocab.json", {"epoch": 1})
+    return root, model, vocab

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from conftest import TINY_MODEL, TINY_TRAIN, write_tiny_corpus
+from helpers_browser import chromium
 from helpers_dvc import (ROOT, STAGES, assert_clean, build_tiny_repo, cached_stages, copy_repo,
                          dvc, git, ran_stages, read_params, run, set_params, unchanged_stages)
 
@@ -373,25 +374,6 @@ class DrawnPlots(HTMLParser):
             self.depth -= 1
             if self.depth == 0:
                 self.current = None
-
-
-def may_install() -> bool:
-    return (hasattr(os, "geteuid") and os.geteuid() == 0
-            and (os.environ.get("CI") == "true"
-                 or os.environ.get("LSTMLM_INSTALL_CHROMIUM") == "1"))
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if not may_install():
-        pytest.skip("no chromium; to install Debian's package, run as root with CI=true or "
-                    "LSTMLM_INSTALL_CHROMIUM=1 (or `apt-get install chromium`)")
-    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    return shutil.which("chromium") or pytest.fail("apt-get installed no chromium")
 
 
 def vega_libraries(dest: Path) -> list[str]:

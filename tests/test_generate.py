@@ -16,16 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import write_tiny_corpus
+from conftest import ROOT
 from lstmlm import generate as gen
-from lstmlm.checkpoint import CheckpointError, save_checkpoint
-from lstmlm.corpus import tokenise_corpus
+from lstmlm.checkpoint import CheckpointError, load, save_checkpoint
 from lstmlm.errors import LstmlmError
-from lstmlm.generate import (Generator, SamplingOptions, StreamDetokeniser, greedy_adaptive,
-                             load_generator, draw_nucleus, sample_adaptive,
-                             sample_from_log_probs)
+from lstmlm.generate import FusedStep, Generator, SamplingOptions
 from lstmlm.model import LSTMLanguageModel, ModelConfig
-from lstmlm.text import EOS, UNK, detokenise
+from lstmlm.sampling import (draw, draw_nucleus, greedy_adaptive, sample_adaptive,
+                             sample_from_log_probs)
+from lstmlm.text import EOS, UNK
 from lstmlm.vocab import Vocabulary
 
 torch.set_num_threads(1)
@@ -37,17 +36,9 @@ DRAWS = 20_000
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny untrained checkpoint and its vocabulary (44 words; <unk> is never seen in
-    the corpus, so it is the last id, in the second tail cluster)."""
-    root = tmp_path_factory.mktemp("tiny")
-    vocab, _ = tokenise_corpus(write_tiny_corpus(root / "raw"), root / "tok", root / "vocab.json",
-                               scheme="wikitext")
-    torch.manual_seed(0)
-    model = LSTMLanguageModel(ModelConfig(vocab_size=len(vocab), emb=16, hidden=24, layers=2,
-                                          cutoffs=(10, 30))).eval()
-    save_checkpoint(root / "model.pt", model, vocab, root / "vocab.json", {"epoch": 1})
-    return root, model, vocab
+def tiny(tiny_checkpoint):
+    """conftest's tiny checkpoint: (directory, model, vocab)."""
+    return tiny_checkpoint
 
 
 def word_vocab(n: int, unk_first: bool = False) -> Vocabulary:
@@ -60,8 +51,8 @@ def adaptive_model(seed: int = 0) -> tuple[LSTMLanguageModel, torch.Tensor]:
     """Vocabulary 60, cutoffs [10, 30], and features h under which the head words hold
     0.4 of the mass and each tail cluster 0.3, with far from uniform clusters."""
     torch.manual_seed(seed)
-    model = LSTMLanguageModel(ModelConfig(vocab_size=60, emb=8, hidden=16, layers=1,
-                                          cutoffs=(10, 30), div_value=2.0)).eval()
+    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, cutoffs=[10, 30],
+                                          div_value=2.0), 60).eval()
     with torch.no_grad():
         for param in model.decoder.parameters():
             param.normal_(0, 0.6)
@@ -111,7 +102,7 @@ def wrong_adaptive(bug: str):
     """sample_adaptive with one deliberate bug in the tail draw, for checking the check."""
     def sampler(decoder, h, rng):
         head = F.softmax(decoder.head(h)[0], -1)
-        choice = gen._draw(head, rng)
+        choice = draw(head, rng)
         if choice < decoder.shortlist_size:
             return choice
         cluster = choice - decoder.shortlist_size
@@ -120,9 +111,9 @@ def wrong_adaptive(bug: str):
         if bug == "uniform tail":
             return start + rng.randrange(end - start)
         if bug == "tail at temperature 1.5":
-            return start + gen._draw(F.softmax(logits / 1.5, -1), rng)
+            return start + draw(F.softmax(logits / 1.5, -1), rng)
         if bug == "off by one":
-            return start + (gen._draw(F.softmax(logits, -1), rng) + 1) % (end - start)
+            return start + (draw(F.softmax(logits, -1), rng) + 1) % (end - start)
         raise ValueError(bug)
     return sampler
 
@@ -172,7 +163,8 @@ def test_plain_sampling_never_computes_the_full_distribution(tiny, monkeypatch):
     monkeypatch.setattr(model.decoder, "log_prob", forbidden)
     monkeypatch.setattr(model, "log_probs", forbidden)
     for allow_unk in (True, False):  # <unk> is a tail word here: banned by rejection
-        options = SamplingOptions(words=30, seed=0, allow_unk=allow_unk)
+        options = SamplingOptions(words=30, seed=0, allow_unk=allow_unk, temperature=1.0,
+                                  top_p=1.0)
         assert len(generator.generate("the cat", options).tokens) == 30
 
 
@@ -182,8 +174,7 @@ def test_plain_sampling_never_computes_the_full_distribution(tiny, monkeypatch):
 def test_temperature_sampling_follows_the_tempered_distribution():
     torch.manual_seed(0)
     log_probs = torch.randn(40).mul(2).log_softmax(-1)
-    options = SamplingOptions(temperature=0.7)
-    counts = draw_counts(lambda rng: sample_from_log_probs(log_probs, options, [], rng),
+    counts = draw_counts(lambda rng: sample_from_log_probs(log_probs, rng, temperature=0.7),
                          DRAWS, 40)
     ok, stats = fits(counts, (log_probs / 0.7).softmax(-1))
     assert ok, stats
@@ -227,19 +218,19 @@ def test_top_k_and_top_p_restrict_the_support():
     log_probs = torch.randn(50).log_softmax(-1)
     top5 = set(torch.topk(log_probs, 5).indices.tolist())
     counts = draw_counts(lambda rng: sample_from_log_probs(
-        log_probs, SamplingOptions(top_k=5, temperature=1.3), [], rng), 2000, 50)
+        log_probs, rng, top_k=5, temperature=1.3), 2000, 50)
     assert set(torch.nonzero(counts).view(-1).tolist()) == top5
     nucleus = reference_nucleus(log_probs.exp(), 0.6)
-    counts = draw_counts(lambda rng: sample_from_log_probs(
-        log_probs, SamplingOptions(top_p=0.6), [], rng), 2000, 50)
+    counts = draw_counts(lambda rng: sample_from_log_probs(log_probs, rng, top_p=0.6),
+                         2000, 50)
     assert set(torch.nonzero(counts).view(-1).tolist()) == nucleus
 
 
 @pytest.mark.parametrize("output", ["adaptive", "full"])
 def test_greedy_top_k_1_and_tiny_top_p_give_the_argmax(output):
     torch.manual_seed(2)
-    model = LSTMLanguageModel(ModelConfig(vocab_size=60, emb=8, hidden=16, layers=1,
-                                          output=output, cutoffs=(10, 30))).eval()
+    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, output=output,
+                                          cutoffs=[10, 30]), 60).eval()
     generator = Generator(model, word_vocab(60))
     rng = random.Random(0)
     for _ in range(20):
@@ -271,8 +262,8 @@ def test_greedy_adaptive_looks_into_the_tails():
 def unk_loving_model(output: str, vocab: Vocabulary) -> LSTMLanguageModel:
     """A model that puts ~90% of the mass on <unk>, wherever its id lies."""
     torch.manual_seed(3)
-    model = LSTMLanguageModel(ModelConfig(vocab_size=len(vocab), emb=8, hidden=16, layers=1,
-                                          output=output, cutoffs=(10, 30))).eval()
+    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, output=output,
+                                          cutoffs=[10, 30]), len(vocab)).eval()
     unk = vocab.unk_id
     with torch.no_grad():
         if output == "full":
@@ -308,7 +299,7 @@ def test_unk_is_never_drawn_unless_allowed(output, unk_first):
 
 def test_stop_at_eos(tiny):
     _, model, vocab = tiny
-    eos_model = LSTMLanguageModel(model.config).eval()
+    eos_model = LSTMLanguageModel(model.config, len(vocab)).eval()
     eos_model.load_state_dict(model.state_dict())
     with torch.no_grad():
         head = nn.Linear(eos_model.decoder.head.in_features, eos_model.decoder.head.out_features)
@@ -341,21 +332,21 @@ def test_fast_step_and_chunked_priming_match_the_model(tiny, monkeypatch):
     """The fused LSTM step and the chunked priming compute what model.forward does."""
     _, model, vocab = tiny
     for config in (model.config,
-                   ModelConfig(vocab_size=len(vocab), emb=8, hidden=12, layers=3, output="full",
+                   ModelConfig(emb=8, hidden=12, layers=3, output="full",
                                tie_weights=True)):  # tied: with a projection 12 -> 8
         torch.manual_seed(0)
-        m = LSTMLanguageModel(config).eval()
+        m = LSTMLanguageModel(config, len(vocab)).eval()
         generator = Generator(m, vocab)
         ids = torch.randint(0, len(vocab), (23,)).tolist()
         with torch.no_grad():
-            expected, _ = m(torch.tensor(ids).view(-1, 1))
+            expected = m(torch.tensor(ids).view(-1, 1)).features
         monkeypatch.setattr(gen, "PRIME_CHUNK", 4)
         features, state = generator.prime(ids[:9])
         assert torch.allclose(features, expected[8], atol=1e-5)
-        stepper = gen._Stepper(m, state)
+        step = FusedStep(m, state)
         with torch.inference_mode():
             for t in range(9, 23):
-                assert torch.allclose(stepper.step(ids[t]), expected[t], atol=1e-5), t
+                assert torch.allclose(step(ids[t]), expected[t], atol=1e-5), t
 
 
 def test_prompts_unknown_words_and_odd_text(tiny):
@@ -383,45 +374,81 @@ def test_bad_options_are_refused(bad):
         SamplingOptions(**bad)
 
 
-def test_load_generator_finds_and_checks_the_vocabulary(tiny, tmp_path):
+def test_load_finds_and_checks_the_vocabulary(tiny, tmp_path):
     root, model, vocab = tiny
-    generator, payload = load_generator(root / "model.pt")
-    assert generator.vocab == vocab and payload["info"]["epoch"] == 1
+    loaded, loaded_vocab, info = load(root / "model.pt")
+    assert loaded_vocab == vocab and info["epoch"] == 1
     ids = torch.randint(0, len(vocab), (9, 2))
     with torch.no_grad():  # built without init, weights assigned: the same model
-        assert torch.equal(generator.model(ids)[0], model(ids)[0])
+        assert torch.equal(loaded(ids)[0], model(ids)[0])
+    generator = Generator.load(root / "model.pt")
+    assert generator.vocab == vocab and generator.info == {"epoch": 1}
     # Moved elsewhere, the vocabulary is found beside the checkpoint.
     moved = tmp_path / "moved"
     moved.mkdir()
     save_checkpoint(moved / "model.pt", model, vocab, tmp_path / "gone" / "vocab.json")
     with pytest.raises(LstmlmError, match="not found"):
-        load_generator(moved / "model.pt")
+        load(moved / "model.pt")
     vocab.save(moved / "vocab.json")
-    assert load_generator(moved / "model.pt")[0].vocab == vocab
-    tied = LSTMLanguageModel(ModelConfig(vocab_size=len(vocab), emb=8, hidden=12, output="full",
-                                         tie_weights=True))
+    assert load(moved / "model.pt").vocab == vocab
+    tied = LSTMLanguageModel(ModelConfig(emb=8, hidden=12, output="full", tie_weights=True),
+                             len(vocab))
     save_checkpoint(tmp_path / "tied.pt", tied, vocab, root / "vocab.json")
-    loaded = load_generator(tmp_path / "tied.pt")[0].model
+    loaded = load(tmp_path / "tied.pt").model
     assert loaded.decoder.weight is loaded.encoder.weight
     assert torch.equal(loaded.encoder.weight, tied.encoder.weight)
     other = word_vocab(len(vocab))
     other.save(tmp_path / "other.json")
-    with pytest.raises(CheckpointError, match="not the one the model was trained with"):
-        load_generator(root / "model.pt", tmp_path / "other.json")
+    with pytest.raises(CheckpointError, match="trained with another vocabulary"):
+        load(root / "model.pt", tmp_path / "other.json")
 
 
-# ---------------------------------------------------------------------- detokenising
+def test_two_saves_of_the_same_model_are_byte_identical(tiny, tmp_path):
+    """torch.save records the file's name inside its zip archive: saving to a temporary
+    file with a random name gave different bytes for the same weights (issue 13)."""
+    root, model, vocab = tiny
+    for name in ("a.pt", "b.pt", "sub/c.pt"):
+        save_checkpoint(tmp_path / name, model, vocab, root / "vocab.json", {"epoch": 1})
+    first = (tmp_path / "a.pt").read_bytes()
+    assert first == (tmp_path / "b.pt").read_bytes() == (tmp_path / "sub/c.pt").read_bytes()
+    assert first == (root / "model.pt").read_bytes()  # the fixture's save, another directory
+    assert load(tmp_path / "b.pt").info == {"epoch": 1}
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file is gone
 
 
-def test_stream_detokeniser_matches_detokenise():
-    alphabet = ["a", "b", "cat", "(", "$", "x(", ".", ",", "'s", "n't", ")", "%", "@-@", "@,@",
-                "@.@", EOS, "'"]
-    rng = random.Random(0)
-    for _ in range(3000):
-        tokens = [rng.choice(alphabet) for _ in range(rng.randrange(0, 12))]
-        detokeniser = StreamDetokeniser()
-        streamed = "".join(detokeniser.push(t) for t in tokens) + detokeniser.finish()
-        assert streamed == detokenise(tokens), tokens
+def test_weights_that_are_not_finite_are_refused(tiny, tmp_path):
+    """A NaN checkpoint printed "the the the ..." at temperature 0 (issue 13): refused at
+    load, and a model built in code with NaN weights refuses to draw at any temperature."""
+    root, model, vocab = tiny
+    broken = LSTMLanguageModel(model.config, len(vocab)).eval()
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.lstms[1].weight_hh_l0[0, 0] = math.nan
+    save_checkpoint(tmp_path / "nan.pt", broken, vocab, root / "vocab.json")
+    with pytest.raises(CheckpointError, match="not finite.*lstms.1.weight_hh_l0"):
+        load(tmp_path / "nan.pt")
+    generator = Generator(broken, vocab)
+    for options in (SamplingOptions(temperature=0), SamplingOptions(temperature=1, top_p=1),
+                    SamplingOptions()):
+        with pytest.raises(LstmlmError, match="not finite"):
+            generator.generate("the cat", options)
+    result = run_cli("generate", "--model", str(tmp_path / "nan.pt"), "--temperature", "0", "hi")
+    assert_clean_error(result, "nan.pt", "not finite")
+
+
+def test_options_as_keywords_and_one_set_of_defaults(tiny):
+    from lstmlm.cli import generate_parser
+
+    _, model, vocab = tiny
+    generator = Generator(model, vocab)
+    assert (generator.generate("the cat", words=12, seed=4).tokens
+            == generator.generate("the cat", SamplingOptions(words=12, seed=4)).tokens)
+    assert len(list(generator.stream("the cat", words=7))) == 7
+    with pytest.raises(LstmlmError, match="sample.top_p"):
+        generator.generate("the cat", top_p=0)
+    defaults = generate_parser().parse_args([])
+    for name, value in vars(SamplingOptions()).items():
+        assert getattr(defaults, name) == value, name
 
 
 # ---------------------------------------------------------------------- command line
@@ -528,8 +555,77 @@ def test_cli_bad_checkpoints_and_vocabularies(tiny, tmp_path):
          ["missing.json", "not found"]),
         (["--model", str(truncated)], ["truncated.pt", "truncated"]),
         (["--model", str(model), "--vocab", str(other)],
-         ["other.json", "not the one the model was trained with"]),
+         ["other.json", "trained with another vocabulary"]),
     ]
     runs = [start_cli("generate", *args, "hi") for args, _ in cases]
     for run, (_, needles) in zip(runs, cases):
         assert_clean_error(run(), *needles)
+
+
+def test_cli_writes_or_drops_headings():
+    from lstmlm.cli import _pieces, generate_parser
+
+    tokens = ["sat", ".", EOS, "=", "=", "History", "=", "=", EOS, "It", "'s", '"', "done", '"']
+    assert "".join(_pieces("The cat", tokens, False, "wikitext")) == (
+        'The cat sat.\n== History ==\nIt\'s "done"')
+    assert "".join(_pieces("The cat", tokens, False, "wikitext", headings=False)) == (
+        'The cat sat.\nIt\'s "done"')
+    assert "".join(_pieces("The cat", tokens[:2], True, "wikitext")) == "sat ."
+    assert generate_parser().parse_args(["--no-headings"]).headings is False
+
+
+def test_cli_never_advises_loading_an_untrusted_file_unsafely(tiny, tmp_path):
+    """torch.load's message advises retrying with weights_only=False (or allow-listing the
+    file's globals): running code from an unknown file. The message keeps only the reason
+    (issue 13)."""
+    import argparse as argparse_module
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"garbage\n" * 10)
+    pickled = tmp_path / "object.pt"
+    torch.save(argparse_module.Namespace(a=1), pickled)  # a zip archive with a Python object
+    runs = [start_cli("generate", "--model", str(path), "hi") for path in (garbage, pickled)]
+    for run, path in zip(runs, (garbage, pickled)):
+        result = run()
+        assert_clean_error(result, path.name, "not a readable checkpoint")
+        for advice in ("weights_only", "trust", "safe_globals", "arbitrary code"):
+            assert advice not in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "argparse.Namespace" in result.stderr  # what the file holds, named
+
+
+def test_cli_double_dash_ends_the_options_and_threads_are_bounded(tiny):
+    root, _, _ = tiny
+    model = str(root / "model.pt")
+    runs = [start_cli("generate", "--model", model, "--words", "5", "--", "-hello", "--words"),
+            start_cli("generate", "--model", model, "--threads", "100000", "hi"),
+            start_cli("generate", "--model", model, "--threads", "-1", "hi")]
+    dashed, many, negative = (run() for run in runs)
+    assert dashed.returncode == 0, dashed.stderr
+    texts = dashed.stdout.split("\n\n")
+    assert len(texts) == 2 and texts[0].startswith("-hello") and texts[1].startswith("--words")
+    assert "-hello" in dashed.stderr  # the unknown words are named, so it was read as a prompt
+    assert_clean_error(many, "--threads", "100000", "at most")  # was SIGSEGV
+    assert_clean_error(negative, "--threads")
+
+
+def test_sample_stage_prints_a_long_prompt_cut_short(tiny, tmp_path):
+    """A prompt of 80 KB was echoed whole on one line (issue 13)."""
+    import yaml
+
+    root, _, _ = tiny
+    long_prompt = "the cat sees a dog . " * 4000
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"sample": {"words": 6, "seed": 0}, "prompts": ["the cat", long_prompt]}))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "sample.py"), "--params", "params.yaml",
+         "--vocab", str(root / "vocab.json"), "--checkpoint", str(root / "model.pt"),
+         "--out", "samples.md"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's lstmlm
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(len(line) < 200 for line in lines), lines
+    assert "84,000 characters" in lines[1]
+    samples = (tmp_path / "samples.md").read_text(encoding="utf-8")
+    assert f"**{long_prompt}**" in samples  # the file keeps the whole prompt once
+    assert max(len(line) for line in samples.splitlines() if line.startswith("#")) < 200

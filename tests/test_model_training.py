@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, TINY_TRAIN
-from lstmlm.checkpoint import CheckpointError, load_model, save_checkpoint
+from lstmlm.checkpoint import CheckpointError, load, save_checkpoint
 from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
 from lstmlm.batching import batchify
 from lstmlm.evaluation import evaluate_loss
@@ -153,7 +153,9 @@ def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path):
     payload = torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled code inside
     assert payload["vocab"]["sha256"] == vocab.sha256
     assert payload["model_config"]["hidden"] == TINY_MODEL["hidden"]
-    loaded, _ = load_model(tmp_path / "m.pt", vocab)
+    vocab.save(tmp_path / "v.json")
+    loaded, loaded_vocab, info = load(tmp_path / "m.pt", tmp_path / "v.json")
+    assert loaded_vocab == vocab and info == {"epoch": 3}
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
 
@@ -165,12 +167,13 @@ def test_checkpoint_errors_are_clear(tiny_data, tmp_path):
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="perhaps truncated"):
-        load_model(tmp_path / "cut.pt")
+        load(tmp_path / "cut.pt")
     other = type(vocab)(vocab.words[::-1], vocab.counts[::-1], vocab.scheme)
-    with pytest.raises(CheckpointError, match="another vocabulary"):
-        load_model(tmp_path / "m.pt", other)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(CheckpointError, match="trained with another vocabulary"):
+        load(tmp_path / "m.pt", tmp_path / "other.json")
     with pytest.raises(CheckpointError, match="not found"):
-        load_model(tmp_path / "missing.pt")
+        load(tmp_path / "missing.pt")
 
 
 def test_cosine_schedule_decays_to_the_floor_and_plateau_cuts_on_a_worse_epoch(tiny_data):
@@ -198,7 +201,7 @@ def test_checkpoint_without_its_vocabulary_reference_is_rejected(tiny_data, tmp_
     del payload["vocab"]["sha256"]
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="lacks its vocabulary reference"):
-        load_model(tmp_path / "bad.pt")
+        load(tmp_path / "bad.pt")
 
 
 # --------------------------------------------------------------------------- precision

@@ -1,0 +1,45 @@
+"""The sampling settings: the ``sample`` section of params.yaml, the options of
+``python -m lstmlm generate``, the controls of ``python -m lstmlm serve`` and the keyword
+arguments of ``Generator.generate``, with one set of defaults and one check.
+
+Torch-free, so that the command line checks its options before loading torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .params import check_fields, spec
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to draw words: the ``sample`` section of params.yaml, the options of
+    ``python -m lstmlm generate`` and the controls of ``serve``, with these defaults.
+
+    ``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1 disable those filters;
+    ``seed`` None draws a fresh seed; ``allow_unk`` False never emits ``<unk>``;
+    ``stop_at_eos`` ends the text at the first ``<eos>`` (which is still returned).
+    """
+
+    words: int = spec(40, low=1, doc="tokens to generate, <eos> included")
+    temperature: float = spec(0.8, low=0.0, doc="0 is greedy")
+    top_k: int = spec(0, low=0, doc="0 disables")
+    top_p: float = spec(0.95, low=0.0, high=1.0, low_open=True, doc="1 disables")
+    seed: int | None = spec(0, low=0, high=2**63 - 1, doc="none draws a fresh seed")
+    allow_unk: bool = spec(False)
+    stop_at_eos: bool = spec(False)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "sample")
+
+    @property
+    def plain(self) -> bool:
+        """True when words are drawn from the model's own distribution, unfiltered."""
+        return self.temperature == 1.0 and self.top_k == 0 and self.top_p == 1.0
+
+    def replace(self, **changes: Any) -> "SamplingOptions":
+        """A copy with some settings changed (checked like any other)."""
+        return dataclasses.replace(self, **changes) if changes else self

@@ -1,0 +1,38 @@
+"""notebooks/tour.ipynb runs top to bottom on a tiny model, so it never goes stale."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT
+
+nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (requirements-test.txt)")
+nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (requirements-test.txt)")
+pytest.importorskip("ipykernel", reason="ipykernel is not installed (requirements-test.txt)")
+
+NOTEBOOK = ROOT / "notebooks" / "tour.ipynb"
+
+
+def outputs(cell) -> str:
+    return "".join(out.get("text", "") for out in cell.get("outputs", []))
+
+
+def test_the_tour_notebook_runs_on_a_tiny_model(tiny_checkpoint, monkeypatch):
+    from lstmlm.corpus import tensorise_corpus
+
+    root, _, vocab = tiny_checkpoint
+    if not (root / "ids" / "valid.npy").is_file():
+        tensorise_corpus(root / "tok", vocab, root / "ids")
+    monkeypatch.setenv("LSTMLM_DATA", str(root))  # the notebook's data folder
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the kernel imports this checkout's lstmlm
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), (
+        "commit the notebook without outputs: they would come from some other model")
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    text = "\n".join(outputs(cell) for cell in notebook.cells if cell.cell_type == "code")
+    assert "'didn', \"'t\"" in text and "'York', '@-@', 'based'" in text  # tokens
+    assert "a g m s" in text  # the (T, B) picture
+    assert "-> features (20, 10, 24)" in text  # the forward pass on the tiny model (hidden 24)
+    assert "perplexity" in text
+    assert text.count("temperature ") >= 5 and "A cat" in text

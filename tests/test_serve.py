@@ -1,0 +1,205 @@
+"""`python -m lstmlm serve`: the API in-process (Starlette's TestClient), a real server for
+disconnects, and the page in headless Chromium (Playwright driving Debian's chromium)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("starlette", reason="the serve extra is not installed (pip install -e '.[serve]')")
+import uvicorn  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from helpers_browser import chromium  # noqa: E402
+from lstmlm.generate import Generator  # noqa: E402
+from lstmlm.options import SamplingOptions  # noqa: E402
+from lstmlm.serve import create_app  # noqa: E402
+from lstmlm.text import Detokeniser  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_checkpoint):
+    root, _, _ = tiny_checkpoint
+    return Generator.load(root / "model.pt")
+
+
+def events(body: str) -> list[tuple[str, dict]]:
+    """(kind, data) of each server-sent event in a response body."""
+    out = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((fields["event"], json.loads(fields["data"])))
+    return out
+
+
+@contextlib.contextmanager
+def running(app):
+    """A real uvicorn server for ``app`` on 127.0.0.1 and a free port, in a thread."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+# ---------------------------------------------------------------------- the API
+
+
+def test_the_api_streams_the_same_text_as_the_library(generator):
+    client = TestClient(create_app(generator))
+    info = client.get("/api/info").json()
+    assert info["defaults"] == vars(SamplingOptions())  # one set of defaults
+    assert info["scheme"] == "wikitext" and info["vocab_size"] == len(generator.vocab)
+    query = {"prompt": "the cat Zorblax", "words": 30, "seed": 5, "top_k": "20"}
+    response = client.post("/api/generate", json=query)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    got = events(response.text)
+    assert got[0] == ("prompt", {"unknown_words": ["Zorblax"], "words": 30})
+    assert got[-1][0] == "done" and got[-1][1]["words"] == 30
+    tokens = [data["token"] for kind, data in got if kind == "token"]
+    expected = generator.generate("the cat Zorblax", words=30, seed=5, top_k=20)
+    assert tokens == expected.tokens  # the same options, the same seed: the same words
+    detokeniser = Detokeniser.after("the cat Zorblax")
+    assert ([data["text"] for kind, data in got if kind == "token"]
+            == [detokeniser.push(t) for t in tokens])
+    assert client.get("/").text.startswith("<!doctype html>")
+
+
+@pytest.mark.parametrize("query, field, needle", [
+    ({"top_p": "1.5"}, "top_p", "1.5 is not allowed"),
+    ({"words": "0"}, "words", "words: 0 is not allowed"),
+    ({"words": "10000"}, "words", "at most 500 on this server"),
+    ({"temperature": "hot"}, "temperature", "expected a number"),
+    ({"temperature": "nan"}, "temperature", "not allowed"),
+    ({"seed": "-1"}, "seed", "seed: -1"),
+    ({"top_k": "2.5"}, "top_k", "expected an integer"),
+    ({"allow_unk": "maybe"}, "allow_unk", "true or false"),
+    ({"bogus": "1"}, "bogus", "unknown setting"),
+    ({"words": 2.5}, "words", "expected an integer"),  # JSON numbers are checked too
+    ({"temperature": True}, "temperature", "expected a number"),
+    ({"prompt": "x" * 100_001}, "prompt", "too long"),
+    ({"prompt": ["a list"]}, "prompt", "expected text"),
+])
+def test_bad_settings_get_a_400_naming_the_field(generator, query, field, needle):
+    client = TestClient(create_app(generator, max_words=500))
+    response = client.post("/api/generate", json={"prompt": "the cat", **query})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["field"] == field and needle in body["error"], body
+    assert "Traceback" not in response.text
+
+
+def test_a_client_that_disconnects_stops_the_generation(generator):
+    app = create_app(generator, max_words=1_000_000, delay=0.002)
+    state = app.state.lstmlm
+    with running(app) as url:
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        connection.request("POST", "/api/generate", json.dumps({"prompt": "the cat",
+                                                                "words": 1_000_000}),
+                           {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        while b"event: token" not in response.read1(4096):
+            pass
+        assert state.running == 1
+        connection.close()  # the page was closed
+        deadline = time.monotonic() + 10
+        while state.running:
+            assert time.monotonic() < deadline, "the generation went on after the disconnect"
+            time.sleep(0.02)
+        stopped_at = state.generated
+        time.sleep(0.3)
+        assert state.generated == stopped_at < 10_000
+
+
+def test_serve_command_listens_on_localhost_and_reports_bad_input(tiny_checkpoint, tmp_path):
+    root, _, _ = tiny_checkpoint
+    missing = subprocess.run([sys.executable, "-m", "lstmlm", "serve", "--model",
+                              str(tmp_path / "none.pt")], capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 2 and "none.pt: checkpoint not found" in missing.stderr
+    process = subprocess.Popen([sys.executable, "-m", "lstmlm", "serve", "--model",
+                                str(root / "model.pt"), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("serving ") and "http://127.0.0.1:" in line, (
+            line, process.stderr.read() if process.poll() is not None else "")
+        url = line.split()[3]
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        connection.request("GET", "/api/info")
+        assert json.loads(connection.getresponse().read())["vocab_size"] == 44
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+# ---------------------------------------------------------------------- the page
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium()
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (requirements-test.txt)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+def test_the_page_streams_words_and_shows_bad_settings(generator, browser, tmp_path):
+    app = create_app(generator, delay=0.02)
+    with running(app) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function("document.getElementById('words').value !== ''")
+        assert page.input_value("#top_p") == str(SamplingOptions().top_p)
+        page.fill("#prompt", "the cat Zorblax")
+        page.fill("#words", "40")
+        page.click("#generate")
+        counts = []  # how many words the page shows, watched while they arrive
+        deadline = time.monotonic() + 30
+        while page.inner_text("#status").endswith("…") or not counts or counts[-1] < 40:
+            counts.append(page.locator("#output .w").count())
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.03)
+        assert counts[-1] == 40 and counts == sorted(counts)
+        assert len({c for c in counts if 0 < c < 40}) >= 5, counts  # one after another
+        arrivals = page.evaluate("window.lstmlmArrivals")
+        assert len(arrivals) == 40 and arrivals[19] - arrivals[0] > 19 * 10  # ms, not at once
+        assert "Zorblax" in page.inner_text("#unknown")
+        assert page.inner_text("#output").startswith("the cat Zorblax")
+        page.screenshot(path=str(tmp_path / "page.png"))
+
+        page.fill("#top_p", "1.5")
+        with page.expect_response(lambda r: r.url.endswith("/api/generate")) as answer:
+            page.click("#generate")
+        assert answer.value.status == 400
+        page.wait_for_function("document.getElementById('error').textContent !== ''")
+        assert "top_p: 1.5 is not allowed" in page.inner_text("#error")
+        assert "invalid" in page.get_attribute("#top_p", "class")
+        assert page.locator("#output .w").count() == 0
+        page.close()
