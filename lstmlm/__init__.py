@@ -12,7 +12,7 @@ From Python, as in the seed notebook:
     print(generation.text, generation.unknown_words)
     for token in generator.stream("I like", top_k=40): ...
 
-The settings are those of ``python -m lstmlm generate`` (lstmlm.generate.SamplingOptions).
+The settings are those of ``python -m lstmlm generate`` (lstmlm.options.SamplingOptions).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Each section of params.yaml *is* the config class of the component that uses it 
     model     -> lstmlm.model.ModelConfig          (the vocabulary size is passed apart)
     train     -> lstmlm.training.TrainConfig
     evaluate  -> lstmlm.evaluation.EvaluateConfig
-    sample    -> lstmlm.generate.SamplingOptions
+    sample    -> lstmlm.options.SamplingOptions
     prompts   -> a list of strings (what the sample stage writes about)
 
 The classes declare their fields with :func:`spec` (default, range, choices); this module
