@@ -66,6 +66,8 @@ class TrainConfig:
     activation_reg: float = spec(0.0, low=0.0, doc="AR: alpha * mean(dropped top output^2)")
     temporal_activation_reg: float = spec(0.0, low=0.0,
                                           doc="TAR: beta * mean((h_t - h_{t-1})^2)")
+    validate_every: int = spec(0, low=0, doc="also validate (and keep a new best) every this "
+                               "many steps, for epochs of hours; 0: at epoch ends only")
     max_minutes: float = spec(0.0, low=0.0, doc="wall-clock budget; 0 means none")
     seed: int = spec(1234, low=0, high=2**63 - 1)
     device: str = spec("auto", choices=("auto", "cpu", "cuda"))
@@ -198,6 +200,7 @@ class Progress:
     the best weights, the plateau cuts and the switch to averaging."""
 
     epoch: int = 0
+    steps: int = 0
     valid_losses: list[float] = field(default_factory=list)
     best_valid_loss: float = math.inf
     best_epoch: int = 0
@@ -244,6 +247,9 @@ class Trainer:
         self.average: torch.optim.swa_utils.AveragedModel | None = None
         self.rng = random.Random(config.seed)
         self.progress = Progress()
+        # Called with the new best validation loss whenever one is found mid-epoch
+        # (train.validate_every); the stage saves the checkpoint there.
+        self.on_best: Callable[[float], None] | None = None
 
     # ------------------------------------------------------------------ one epoch
 
@@ -285,9 +291,24 @@ class Trainer:
             if not c.stateful:
                 state = self.model.init_state(batch)
             loss, state = self.train_step(inputs, targets, state, self.step_lr(i, seq_len))
+            self.progress.steps += 1
+            if c.validate_every and self.progress.steps % c.validate_every == 0:
+                self.validate_mid_epoch()
             if meter.add(step, loss, targets.numel(), seq_len):
                 break
         return meter.close()
+
+    def validate_mid_epoch(self) -> None:
+        """Keep a new best found between epoch ends (schedules still act per epoch)."""
+        valid_loss = self.validate()
+        self.net.train()
+        p = self.progress
+        if valid_loss < p.best_valid_loss:
+            p.best_valid_loss, p.best_epoch = valid_loss, p.epoch + 1
+            p.best_weights = {k: v.detach().cpu().clone()
+                              for k, v in self.eval_model.state_dict().items()}
+            if self.on_best is not None:
+                self.on_best(valid_loss)
 
     def _seed_epoch(self) -> None:
         """Under DDP, dropout masks differ per rank, and the RNG at an epoch's start
@@ -331,13 +352,13 @@ class Trainer:
         p.valid_losses.append(valid_loss)
         is_best = valid_loss < p.best_valid_loss
         if is_best:
-            p.best_valid_loss, p.best_epoch, p.epochs_since_best = valid_loss, p.epoch, 0
+            p.best_valid_loss, p.best_epoch = valid_loss, p.epoch
             p.best_weights = {k: v.detach().cpu().clone()
                               for k, v in self.eval_model.state_dict().items()}
-        else:
-            p.epochs_since_best += 1
+        improved = p.best_epoch == p.epoch  # at its end, or mid-epoch (validate_every)
+        p.epochs_since_best = 0 if improved else p.epochs_since_best + 1
         # Plateau: cut the rate once lr_patience epochs in a row brought no new best.
-        p.epochs_since_cut = 0 if is_best else p.epochs_since_cut + 1
+        p.epochs_since_cut = 0 if improved else p.epochs_since_cut + 1
         if c.schedule == "plateau" and p.epochs_since_cut > c.lr_patience:
             p.plateau_cuts, p.epochs_since_cut = p.plateau_cuts + 1, 0
         if (c.averaging == "ntasgd" and not p.averaging

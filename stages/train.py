@@ -21,6 +21,7 @@ from lstmlm.checkpoint import save_checkpoint
 from lstmlm.corpus import load_ids
 from lstmlm.distributed import all_agree, cleanup_distributed, local_world_size, setup_distributed
 from lstmlm.errors import LstmlmError, run_main
+from lstmlm.evaluation import perplexity
 from lstmlm.guard import RunLock, stop_with_parents
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import read_params
@@ -118,12 +119,14 @@ def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) ->
     for record in trainer.progress.history:  # DVC removed the old logs; replay resumed epochs
         log_epoch(live, record)
 
-    def save_best() -> None:
+    def save_best(*_) -> None:
         p = trainer.progress
         save_checkpoint(args.checkpoint, trainer.model, vocab, args.vocab,
                         {"epoch": p.best_epoch, "valid_loss": p.best_valid_loss,
-                         "valid_ppl": p.history[p.best_epoch - 1].valid_ppl},
+                         "valid_ppl": perplexity(p.best_valid_loss)},
                         state_dict=p.best_weights)
+
+    trainer.on_best = save_best  # a best found mid-epoch (train.validate_every)
 
     def on_epoch(record: EpochRecord, is_best: bool) -> None:
         print(f"epoch {record.epoch}: train ppl {record.train_ppl:.1f}, valid ppl "
@@ -149,7 +152,7 @@ def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) ->
     live.end()
     resume.remove()
     p = trainer.progress
-    print(f"train: best valid ppl {p.history[p.best_epoch - 1].valid_ppl:.1f} at epoch "
+    print(f"train: best valid ppl {perplexity(p.best_valid_loss):.1f} at epoch "
           f"{p.best_epoch}; checkpoint {args.checkpoint}")
 
 

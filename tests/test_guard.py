@@ -132,3 +132,14 @@ def test_killing_dvc_stops_its_training_and_the_next_repro_resumes(tmp_path):
              (repo / "metrics/train/plots/metrics/valid/ppl.tsv").read_text().splitlines()[1:]]
     # One writer: each epoch once, in order (early stopping may end it before epoch 30).
     assert steps == list(range(len(steps))) and len(steps) > stopped_at
+
+
+@slow
+def test_nproc_that_does_not_split_the_batch_stops_before_any_worker_starts(tiny_ids):
+    params = {"model": TINY_MODEL, "train": {**TINY_TRAIN, "nproc": 3, "batch_size": 4}}
+    (tiny_ids / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = start_train(tiny_ids, "live")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.count("error:") == 1 and "train.batch_size: 4 does not split over train.nproc 3" in err
+    assert "torch.distributed.run" not in out + err and "Traceback" not in err

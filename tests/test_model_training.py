@@ -308,3 +308,15 @@ def test_ntasgd_resumes_with_its_average(tiny_data):
     resumed = make_trainer(tiny_data, epochs=2, optimizer="sgd", lr=0.5, averaging="ntasgd")
     resumed.load_state_dict(trainer.state_dict())
     assert torch.equal(resumed.eval_model.encoder.weight, trainer.eval_model.encoder.weight)
+
+
+def test_validate_every_keeps_a_best_found_mid_epoch(tiny_data):
+    trainer = make_trainer(tiny_data, epochs=1, validate_every=5)
+    found = []
+    trainer.on_best = lambda loss: found.append((trainer.progress.steps, loss))
+    trainer.fit()
+    assert found and all(steps % 5 == 0 for steps, _ in found)
+    losses = [loss for _, loss in found]
+    assert losses == sorted(losses, reverse=True)  # each one a new best
+    assert trainer.progress.best_valid_loss <= losses[-1]
+    assert trainer.progress.epochs_since_best == 0  # a mid-epoch best counts as improving

@@ -224,7 +224,13 @@ def test_committed_params_yaml_is_the_cpu_preset():
     assert committed["preset"] == "cpu"
 
 
-@pytest.mark.parametrize("preset", ["cpu", "seed", "awd", "gpu-fast"])
+def test_the_recipes_the_readme_names_exist():
+    from lstmlm.presets import presets
+
+    assert {"cpu", "seed", "awd", "gpu-fast", "wt103"} <= set(presets(ROOT / "conf"))
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "preset").glob("*.yaml")))
 def test_each_preset_composes_into_valid_params(preset, tmp_path):
     from lstmlm.presets import compose, dump
 
