@@ -62,10 +62,14 @@ def _describe(meta: Mapping[str, Any], kind: type) -> str:
             list: "a list"}.get(kind, getattr(kind, "__name__", str(kind)))
     parts = []
     if low is not None:
-        parts.append(f"{'>' if meta['low_open'] else '>='} {low:g}")
+        parts.append(f"{'>' if meta['low_open'] else '>='} {_number(low)}")
     if high is not None:
-        parts.append(f"{'<' if meta['high_open'] else '<='} {high:g}")
+        parts.append(f"{'<' if meta['high_open'] else '<='} {_number(high)}")
     return name + (" " + " and ".join(parts) if parts else "")
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
 
 
 def _of_type(value: Any, kind: type) -> tuple[bool, Any]:

@@ -100,7 +100,7 @@ BAD = [
     ("train", {"batch_size": -1}, r"train\.batch_size: -1"),
     ("train", {"epochs": 2.5}, r"train\.epochs: 2\.5"),
     ("train", {"epochs": "1e0"}, r"train\.epochs: '1e0' .*integer"),
-    ("train", {"seed": 2 ** 70}, r"train\.seed: 1180591620717411303424 .*<= 9"),
+    ("train", {"seed": 2 ** 70}, r"train\.seed: 1180591620717411303424 .*<= 9223372036854775807"),
     ("train", {"device": "tpu"}, r"train\.device: 'tpu'"),
     ("train", {"lr_factor": 1.0}, r"train\.lr_factor: 1\.0"),
     ("train", {"stateful": "no"}, r"train\.stateful: 'no'"),
