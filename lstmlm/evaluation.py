@@ -27,6 +27,33 @@ class EvaluateConfig:
     batch_size: int = spec(10, low=1, doc="valid, as in the literature")
     test_batch_size: int = spec(1, low=1, doc="test, as in the literature")
     bptt: int = spec(70, low=1)
+    # Adapted perplexities, reported beside the static ones (lstmlm.adaptation); both
+    # run on the streams above (valid batch_size, test test_batch_size columns).
+    cache_window: int = spec(3785, low=0, doc="neural cache: positions remembered; 0: off")
+    cache_thetas: list[float] = spec([0.3, 0.662, 1.0],
+                                     doc="neural cache: θ grid (> 0), chosen on valid")
+    cache_lambdas: list[float] = spec([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4],
+                                      doc="neural cache: λ grid in [0, 1], chosen on valid")
+    dynamic_lr: float = spec(0.3, low=0.0, doc="dynamic evaluation: SGD step size; 0: off")
+    dynamic_decay: float = spec(0.01, low=0.0, high=1.0,
+                                doc="dynamic evaluation: pull back toward the trained weights")
+    dynamic_segment: int = spec(20, low=1, doc="dynamic evaluation: tokens per update")
+
+    def __post_init__(self) -> None:
+        # params.py checks a list only as a list: the grids' numbers are checked here.
+        grids = (("cache_thetas", lambda v: v > 0, "numbers > 0"),
+                 ("cache_lambdas", lambda v: 0 <= v <= 1, "numbers in [0, 1]"))
+        for key, allowed, words in grids:
+            values = getattr(self, key)
+            if not values or not all(_is_number(v) and allowed(v) for v in values):
+                raise ValueError(f"evaluate.{key}: {values!r} is not allowed; expected a "
+                                 f"non-empty list of {words}")
+            object.__setattr__(self, key, [float(v) for v in values])
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 @contextlib.contextmanager
@@ -43,8 +70,11 @@ def full_precision() -> Iterator[None]:
 
 
 @torch.no_grad()
-def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int) -> float:
-    """Mean loss (nats per token) over a whole (T, B) stream, state carried throughout."""
+def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int,
+                  keep_features: list | None = None) -> float:
+    """Mean loss (nats per token) over a whole (T, B) stream, state carried throughout.
+    Each batch's features (T, B, D) are appended to ``keep_features`` when it is a list
+    (the neural cache reuses them: lstmlm.adaptation)."""
     model.eval()
     device = next(model.parameters()).device
     state = model.init_state(data.size(1))
@@ -53,6 +83,8 @@ def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int) -> fl
         inputs, targets = get_batch(data, i, min(bptt, data.size(0) - 1 - i), device)
         out = model(inputs, state)
         state = out.state
+        if keep_features is not None:
+            keep_features.append(out.features)
         total += model.loss(out.features, targets).double() * targets.numel()
         count += targets.numel()
     return float(total) / count
