@@ -128,6 +128,8 @@ def cache_log_probs(features: torch.Tensor, targets: torch.Tensor, model_lp: tor
     """
     n, b, _ = features.shape
     window = min(window, n)  # a window longer than the stream holds all of it
+    if window == 0:  # no cache: the model alone
+        return model_lp.expand(len(thetas), n, b).clone()
     h = torch.nn.functional.pad(features.transpose(0, 1).float(), (0, 0, window, 0))
     y = torch.nn.functional.pad(targets.t(), (window, 0), value=-1)  # -1 matches no word
     out = model_lp.new_empty(len(thetas), n, b)
@@ -175,8 +177,9 @@ def _step_toward(params: list[torch.Tensor], grads, trained: list[torch.Tensor],
     """θ ← θ - lr ∇ + decay (θ_0 - θ): down the segment's loss, and back a little toward
     the trained weights so that the adaptation stays local to recent text."""
     for p, g, p0 in zip(params, grads, trained):
-        pull = (p0 - p).mul_(decay)
-        p.sub_(g, alpha=lr).add_(pull)
+        p.lerp_(p0, decay)  # p + decay (p0 - p), in one pass
+        if g is not None:  # None: unused by the segment (an adaptive-softmax tail cluster)
+            p.sub_(g, alpha=lr)
 
 
 def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, lr: float, decay: float,
@@ -200,7 +203,7 @@ def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, lr: float, d
         scores.append(lp.detach())
         if keep_features:
             features.append(out.features.detach())
-        grads = torch.autograd.grad(-lp.mean(), params)             # ... then learnt from
+        grads = torch.autograd.grad(-lp.mean(), params, allow_unused=True)           # ... then learnt from
         _step_toward(params, grads, trained, lr, decay)
         state = detach_state(out.state)
     return torch.cat(scores), torch.cat(features) if keep_features else None
@@ -214,50 +217,71 @@ def _entry(loss: float) -> dict:
 
 
 def _cached(name: str, model_lp, features, targets, config: EvaluateConfig,
-            chosen: dict, log: Callable[[str], None]) -> dict:
-    """The cache on top of one method's log-probs: grid on valid (``chosen`` lacks
-    ``name``), the valid choice on test."""
+            chosen: dict, log: Callable[[str], None]) -> float:
+    """The loss of the cache on top of one method's log-probs: grid on valid (``chosen``
+    lacks ``name`` yet), then valid's choice applied unchanged on test."""
     rows, window = config.bptt, config.cache_window
     if name not in chosen:
         cache_lp = cache_log_probs(features, targets, model_lp, window, config.cache_thetas)
         pick = choose_cache(model_lp, cache_lp, config.cache_thetas, config.cache_lambdas, rows)
         for (theta, lam), loss in pick.grid.items():
-            log(f"{name} grid on valid: theta {theta:g} lambda {lam:g} ppl {perplexity(loss):.2f}")
+            log(f"{name} on valid: theta {theta:g} lambda {lam:g} ppl {perplexity(loss):.2f}")
         chosen[name] = pick
-        return {**_entry(pick.loss), "theta": pick.theta, "lambda": pick.lam}
+        return pick.loss
     pick = chosen[name]
     cache_lp = cache_log_probs(features, targets, model_lp, window, [pick.theta])[0]
-    loss = stream_loss(mix(model_lp, cache_lp, pick.lam), rows)
-    return {**_entry(loss), "theta": pick.theta, "lambda": pick.lam}
+    return stream_loss(mix(model_lp, cache_lp, pick.lam), rows)
 
 
-def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, features: torch.Tensor | None,
+def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, features: list | None,
                 config: EvaluateConfig, chosen: dict,
                 log: Callable[[str], None] = print) -> dict[str, dict]:
-    """Every enabled method on one (T, B) split: {"cache": {...}, "dynamic": {...},
-    "dynamic+cache": {...}}, each {loss, ppl} (and the cache's θ, λ).
+    """Every enabled method on one (T, B) split: {"cache": e, "dynamic": e,
+    "dynamic+cache": e}, each e = {loss, ppl}.
 
-    ``features`` are the static pass's (N, B, D) (needed for the cache). ``chosen`` maps a
-    method to its CacheChoice: pass an empty dict for valid (it is filled from the grid),
-    then the same dict for test (the choice is applied unchanged).
+    ``features`` are the static pass's, one (T, B, D) tensor per batch (needed for the
+    cache). ``chosen`` maps a method to its CacheChoice: pass an empty dict for valid (it is
+    filled from the grid), then the same dict for test (the choice is applied unchanged).
     """
-    targets = data[1:].to(features.device if features is not None else data.device)
-    results = {}
+    results, timed = {}, _timer(log)
     if config.cache_window:
-        started = time.perf_counter()
+        features = torch.cat(features)
+        targets = data[1:].to(features.device)
         static_lp = target_log_probs(model, features, targets, config.bptt)
-        results["cache"] = _cached("cache", static_lp, features, targets, config, chosen, log)
-        log(f"cache: {time.perf_counter() - started:.1f} s")
+        results["cache"] = _entry(_cached("cache", static_lp, features, targets, config,
+                                          chosen, log))
+        del features, static_lp
+        timed("cache")
     if config.dynamic_lr:
-        started = time.perf_counter()
-        lp, dyn_features = dynamic_log_probs(model, data, config.dynamic_lr,
-                                             config.dynamic_decay, config.dynamic_segment,
-                                             keep_features=bool(config.cache_window))
+        lp, features = dynamic_log_probs(model, data, config.dynamic_lr, config.dynamic_decay,
+                                         config.dynamic_segment, bool(config.cache_window))
         results["dynamic"] = _entry(stream_loss(lp, config.bptt))
-        log(f"dynamic: {time.perf_counter() - started:.1f} s")
+        timed("dynamic")
         if config.cache_window:
-            started = time.perf_counter()
-            results["dynamic+cache"] = _cached("dynamic+cache", lp, dyn_features,
-                                               targets.to(lp.device), config, chosen, log)
-            log(f"dynamic+cache: {time.perf_counter() - started:.1f} s")
+            results["dynamic+cache"] = _entry(_cached(
+                "dynamic+cache", lp, features, data[1:].to(lp.device), config, chosen, log))
+            timed("dynamic+cache")
     return results
+
+
+def _timer(log: Callable[[str], None]) -> Callable[[str], None]:
+    """``timed(what)`` logs the seconds since the previous call."""
+    last = [time.perf_counter()]
+
+    def timed(what: str) -> None:
+        now = time.perf_counter()
+        log(f"{what}: {now - last[0]:.1f} s")
+        last[0] = now
+    return timed
+
+
+def adapted_metrics(per_split: dict[str, dict[str, dict]], chosen: dict) -> dict:
+    """{split: {method: entry}} and the valid choices -> metrics/eval.json's adapted
+    entries: {method: {"valid": entry, "test": entry, "theta": θ, "lambda": λ}}."""
+    out: dict[str, dict] = {}
+    for split, results in per_split.items():
+        for method, entry in results.items():
+            out.setdefault(method, {})[split] = entry
+    for method, pick in chosen.items():
+        out[method].update({"theta": pick.theta, "lambda": pick.lam})
+    return out
