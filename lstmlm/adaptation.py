@@ -224,13 +224,24 @@ def _cached(name: str, model_lp, features, targets, config: EvaluateConfig,
     if name not in chosen:
         cache_lp = cache_log_probs(features, targets, model_lp, window, config.cache_thetas)
         pick = choose_cache(model_lp, cache_lp, config.cache_thetas, config.cache_lambdas, rows)
-        for (theta, lam), loss in pick.grid.items():
-            log(f"{name} on valid: theta {theta:g} lambda {lam:g} ppl {perplexity(loss):.2f}")
+        _log_grid(name, pick, config, log)
         chosen[name] = pick
         return pick.loss
     pick = chosen[name]
     cache_lp = cache_log_probs(features, targets, model_lp, window, [pick.theta])[0]
     return stream_loss(mix(model_lp, cache_lp, pick.lam), rows)
+
+
+def _log_grid(name: str, pick: CacheChoice, config: EvaluateConfig,
+              log: Callable[[str], None]) -> None:
+    """The valid grid as a table: a row per θ, a column per λ."""
+    log(f"{name} grid on valid, ppl (lambda " + " ".join(f"{x:g}" for x in config.cache_lambdas)
+        + "):")
+    for theta in config.cache_thetas:
+        row = " ".join(f"{perplexity(pick.grid[theta, lam]):.2f}" for lam in config.cache_lambdas)
+        log(f"  theta {theta:g}: {row}")
+    log(f"{name}: chose theta {pick.theta:g}, lambda {pick.lam:g} (valid ppl "
+        f"{perplexity(pick.loss):.2f})")
 
 
 def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, features: list | None,
