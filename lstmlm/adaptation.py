@@ -48,6 +48,7 @@ from .model import LSTMLanguageModel, detach_state
 
 # Elements of one block of window scores, (B, rows, window): about 16 MB of fp32 each.
 BLOCK_ELEMENTS = 1 << 22
+BLOCK_ROWS = 256
 
 
 # --------------------------------------------------------------------------- losses
@@ -56,21 +57,12 @@ BLOCK_ELEMENTS = 1 << 22
 def stream_loss(log_probs: torch.Tensor, rows: int) -> float:
     """Mean loss (nats per token) of (N, B) log-probs, summed as evaluate_loss sums it (an
     fp32 mean per ``rows`` rows, weighted in fp64): with the static log-probs and the
-    evaluation bptt this gives the static loss to the last bit."""
+    evaluation bptt, the static loss to the last bit."""
     total = torch.zeros((), dtype=torch.float64, device=log_probs.device)
     for i in range(0, log_probs.size(0), rows):
         chunk = log_probs[i:i + rows]
         total += (-chunk).mean().double() * chunk.numel()
     return float(total) / log_probs.numel()
-
-
-@torch.no_grad()
-def target_log_probs(model: LSTMLanguageModel, features: torch.Tensor,
-                     targets: torch.Tensor, rows: int) -> torch.Tensor:
-    """log p_model(target), (N, B), from kept features (N, B, D), ``rows`` rows at a time
-    (the evaluation bptt: the same output-layer calls as the static pass, so the same bits)."""
-    return torch.cat([model.target_log_probs(features[i:i + rows], targets[i:i + rows])
-                      for i in range(0, features.size(0), rows)])
 
 
 def mix(model_lp: torch.Tensor, cache_lp: torch.Tensor, lam: float) -> torch.Tensor:
@@ -133,7 +125,9 @@ def cache_log_probs(features: torch.Tensor, targets: torch.Tensor, model_lp: tor
     h = torch.nn.functional.pad(features.transpose(0, 1).float(), (0, 0, window, 0))
     y = torch.nn.functional.pad(targets.t(), (window, 0), value=-1)  # -1 matches no word
     out = model_lp.new_empty(len(thetas), n, b)
-    block = max(1, min(n, BLOCK_ELEMENTS // (b * window)))
+    # Each block's matrix product also scores rows - 1 keys outside any window: few rows
+    # for a long window (valid's 10 columns: ~100), at most BLOCK_ROWS.
+    block = max(1, min(n, BLOCK_ROWS, BLOCK_ELEMENTS // (b * window)))
     for start in range(0, n, block):
         rows = min(block, n - start)
         scores = _window_scores(h, start, rows, window)             # (B, rows, window)
@@ -244,23 +238,22 @@ def _log_grid(name: str, pick: CacheChoice, config: EvaluateConfig,
         f"{perplexity(pick.loss):.2f})")
 
 
-def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, features: list | None,
+def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
                 config: EvaluateConfig, chosen: dict,
                 log: Callable[[str], None] = print) -> dict[str, dict]:
     """Every enabled method on one (T, B) split: {"cache": e, "dynamic": e,
     "dynamic+cache": e}, each e = {loss, ppl}.
 
-    ``features`` are the static pass's, one (T, B, D) tensor per batch (needed for the
-    cache). ``chosen`` maps a method to its CacheChoice: pass an empty dict for valid (it is
+    ``kept`` holds the static pass's (features (T, B, D), log p(target) (T, B)) per batch
+    (evaluate_loss's ``keep``; needed for the cache). ``chosen`` maps a method to its CacheChoice: pass an empty dict for valid (it is
     filled from the grid), then the same dict for test (the choice is applied unchanged).
     """
     results, timed = {}, _timer(log)
     if config.cache_window:
-        features = torch.cat(features)
-        targets = data[1:].to(features.device)
-        static_lp = target_log_probs(model, features, targets, config.bptt)
-        results["cache"] = _entry(_cached("cache", static_lp, features, targets, config,
-                                          chosen, log))
+        features, static_lp = (torch.cat(parts) for parts in zip(*kept))
+        kept.clear()  # the pairs' memory goes with the concatenation's
+        results["cache"] = _entry(_cached("cache", static_lp, features,
+                                          data[1:].to(features.device), config, chosen, log))
         del features, static_lp
         timed("cache")
     if config.dynamic_lr:

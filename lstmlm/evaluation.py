@@ -71,10 +71,13 @@ def full_precision() -> Iterator[None]:
 
 @torch.no_grad()
 def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int,
-                  keep_features: list | None = None) -> float:
+                  keep: list | None = None) -> float:
     """Mean loss (nats per token) over a whole (T, B) stream, state carried throughout.
-    Each batch's features (T, B, D) are appended to ``keep_features`` when it is a list
-    (the neural cache reuses them: lstmlm.adaptation)."""
+
+    With a list ``keep``, each batch's features (T, B, D) and log p(target) (T, B) are
+    appended to it as a pair (the neural cache reuses them: lstmlm.adaptation), and the
+    loss is taken from those log-probs: the same number, to the bit with the adaptive
+    softmax (its loss is their mean), to fp32 rounding with the full one."""
     model.eval()
     device = next(model.parameters()).device
     state = model.init_state(data.size(1))
@@ -83,9 +86,13 @@ def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int,
         inputs, targets = get_batch(data, i, min(bptt, data.size(0) - 1 - i), device)
         out = model(inputs, state)
         state = out.state
-        if keep_features is not None:
-            keep_features.append(out.features)
-        total += model.loss(out.features, targets).double() * targets.numel()
+        if keep is None:
+            loss = model.loss(out.features, targets)
+        else:
+            log_probs = model.target_log_probs(out.features, targets)
+            keep.append((out.features, log_probs))
+            loss = (-log_probs).mean()
+        total += loss.double() * targets.numel()
         count += targets.numel()
     return float(total) / count
 

@@ -25,11 +25,11 @@ from lstmlm.training import set_cpu_threads
 from lstmlm.vocab import Vocabulary
 
 
-def evaluate_split(model, data, bptt: int, keep_features: list | None = None) -> dict:
-    """Loss, perplexity and speed over one whole (T, B) split."""
+def evaluate_split(model, data, bptt: int, keep: list | None = None) -> dict:
+    """Loss, perplexity and speed over one whole (T, B) split (``keep``: evaluate_loss's)."""
     started = time.perf_counter()
     with full_precision():
-        loss = evaluate_loss(model, data, bptt, keep_features)
+        loss = evaluate_loss(model, data, bptt, keep)
     seconds = time.perf_counter() - started
     return {"loss": round(loss, 6), "ppl": round(perplexity(loss), 3),
             "tokens_per_s": round(data.numel() / seconds, 1)}
@@ -62,13 +62,13 @@ def main() -> None:
             key = "evaluate.batch_size" if split == "valid" else "evaluate.test_batch_size"
             raise LstmlmError(f"{args.ids / split}.npy: {err}; use a smaller {key} "
                               f"(now {batch_size})") from None
-        features = [] if params.cache_window else None
-        results[split] = evaluate_split(model, data, params.bptt, features)
+        kept = [] if params.cache_window else None  # for the cache: features, log-probs
+        results[split] = evaluate_split(model, data, params.bptt, kept)
         log(f"{split} ppl {results[split]['ppl']:.2f} (batch {batch_size}, "
             f"{results[split]['tokens_per_s']:,.0f} tokens/s)")
         if params.cache_window or params.dynamic_lr:
             with full_precision():
-                adapted[split] = adapt_split(model, data, features, params, chosen, log=log)
+                adapted[split] = adapt_split(model, data, kept, params, chosen, log=log)
             for method, entry in adapted[split].items():
                 log(f"{split} ppl {entry['ppl']:.2f} with {method} (adapted)")
     write_json(args.out, {**results, **adapted_metrics(adapted, chosen)})

@@ -20,7 +20,7 @@ import yaml
 
 from conftest import TINY_MODEL, write_tiny_corpus
 from lstmlm.adaptation import (adapt_split, adapted_metrics, cache_log_probs, choose_cache,
-                               dynamic_log_probs, mix, stream_loss, target_log_probs)
+                               dynamic_log_probs, mix, stream_loss)
 from lstmlm.batching import batchify
 from lstmlm.checkpoint import save_checkpoint
 from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
@@ -59,8 +59,8 @@ def static_pass(model, data) -> tuple[float, torch.Tensor, torch.Tensor]:
     """The static loss, log p(target) (N, B) and features (N, B, D) of one stream."""
     kept: list = []
     loss = evaluate_loss(model, data, BPTT, kept)
-    features = torch.cat(kept)
-    return loss, target_log_probs(model, features, data[1:], BPTT), features
+    features, log_probs = (torch.cat(parts) for parts in zip(*kept))
+    return loss, log_probs, features
 
 
 def scores(model, data, method: str) -> torch.Tensor:
@@ -151,8 +151,9 @@ def test_dynamic_evaluation_leaves_the_model_unchanged():
 def test_window_0_and_lr_0_reproduce_the_static_numbers_exactly():
     model = tiny_model()
     data = batchify(zipf_stream(200, 5), 3)
-    static, lp, features = static_pass(model, data)
-    assert stream_loss(lp, BPTT) == static
+    static = evaluate_loss(model, data, BPTT)
+    kept_loss, lp, features = static_pass(model, data)
+    assert kept_loss == static and stream_loss(lp, BPTT) == static
     cache = cache_log_probs(features, data[1:], lp, 0, [THETA, 1.0])
     assert torch.equal(cache[0], lp) and torch.equal(cache[1], lp)
     assert torch.equal(mix(lp, cache[0], 0.5), lp)
@@ -163,6 +164,15 @@ def test_window_0_and_lr_0_reproduce_the_static_numbers_exactly():
     # Other segment lengths are other matrix shapes: equal up to fp32 rounding.
     dynamic, _ = dynamic_log_probs(model, data, lr=0.0, decay=DECAY, segment=SEGMENT)
     assert stream_loss(dynamic, BPTT) == pytest.approx(static, rel=1e-6)
+
+
+def test_keeping_the_log_probs_keeps_the_full_softmax_loss_to_rounding():
+    torch.manual_seed(0)
+    config = parse_section("model", {**MODEL, "output": "full"}, ModelConfig)
+    model = LSTMLanguageModel(config, VOCAB).eval()
+    data = batchify(zipf_stream(200, 5), 3)
+    assert static_pass(model, data)[0] == pytest.approx(evaluate_loss(model, data, BPTT),
+                                                        rel=1e-6)
 
 
 # --------------------------------------------------------------------------- no peeking
