@@ -197,7 +197,7 @@ def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, lr: float, d
         scores.append(lp.detach())
         if keep_features:
             features.append(out.features.detach())
-        grads = torch.autograd.grad(-lp.mean(), params, allow_unused=True)           # ... then learnt from
+        grads = torch.autograd.grad(-lp.mean(), params, allow_unused=True)  # ... then learnt
         _step_toward(params, grads, trained, lr, decay)
         state = detach_state(out.state)
     return torch.cat(scores), torch.cat(features) if keep_features else None
@@ -245,13 +245,14 @@ def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
     "dynamic+cache": e}, each e = {loss, ppl}.
 
     ``kept`` holds the static pass's (features (T, B, D), log p(target) (T, B)) per batch
-    (evaluate_loss's ``keep``; needed for the cache). ``chosen`` maps a method to its CacheChoice: pass an empty dict for valid (it is
-    filled from the grid), then the same dict for test (the choice is applied unchanged).
+    (evaluate_loss's ``keep``; the cache needs it, and empties it to free the memory).
+    ``chosen`` maps a method to its CacheChoice: pass an empty dict for valid (it is filled
+    from the grid), then the same dict for test (the choice is applied unchanged).
     """
     results, timed = {}, _timer(log)
     if config.cache_window:
         features, static_lp = (torch.cat(parts) for parts in zip(*kept))
-        kept.clear()  # the pairs' memory goes with the concatenation's
+        kept.clear()
         results["cache"] = _entry(_cached("cache", static_lp, features,
                                           data[1:].to(features.device), config, chosen, log))
         del features, static_lp
