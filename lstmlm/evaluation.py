@@ -17,7 +17,7 @@ import torch
 
 from .batching import get_batch
 from .model import LSTMLanguageModel
-from .params import spec
+from .params import ParamsError, spec
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class EvaluateConfig:
         for key, allowed, words in grids:
             values = getattr(self, key)
             if not values or not all(_is_number(v) and allowed(v) for v in values):
-                raise ValueError(f"evaluate.{key}: {values!r} is not allowed; expected a "
+                raise ParamsError(f"evaluate.{key}: {values!r} is not allowed; expected a "
                                  f"non-empty list of {words}")
             object.__setattr__(self, key, [float(v) for v in values])
 

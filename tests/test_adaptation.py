@@ -242,13 +242,13 @@ def test_the_grid_choice_uses_valid_only():
 
 
 @pytest.mark.parametrize("values, pattern", [
-    ({"cache_thetas": []}, r"evaluate\.cache_thetas: \[\] .*numbers > 0"),
-    ({"cache_thetas": [0.5, 0]}, r"evaluate\.cache_thetas: .*numbers > 0"),
-    ({"cache_lambdas": [0.2, 1.5]}, r"evaluate\.cache_lambdas: .*\[0, 1\]"),
-    ({"cache_lambdas": ["a"]}, r"evaluate\.cache_lambdas: "),
-    ({"cache_window": -1}, r"evaluate\.cache_window: -1 "),
-    ({"dynamic_lr": -0.1}, r"evaluate\.dynamic_lr: -0\.1 "),
-    ({"dynamic_segment": 0}, r"evaluate\.dynamic_segment: 0 "),
+    ({"cache_thetas": []}, r"^evaluate\.cache_thetas: \[\] .*numbers > 0"),
+    ({"cache_thetas": [0.5, 0]}, r"^evaluate\.cache_thetas: .*numbers > 0"),
+    ({"cache_lambdas": [0.2, 1.5]}, r"^evaluate\.cache_lambdas: .*\[0, 1\]"),
+    ({"cache_lambdas": ["a"]}, r"^evaluate\.cache_lambdas: "),
+    ({"cache_window": -1}, r"^evaluate\.cache_window: -1 "),
+    ({"dynamic_lr": -0.1}, r"^evaluate\.dynamic_lr: -0\.1 "),
+    ({"dynamic_segment": 0}, r"^evaluate\.dynamic_segment: 0 "),
 ])
 def test_bad_adaptation_params_name_the_key(values, pattern):
     with pytest.raises(ParamsError, match=pattern):
