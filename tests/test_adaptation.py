@@ -238,6 +238,18 @@ def test_the_grid_choice_uses_valid_only():
     assert (a["cache"]["theta"], a["cache"]["lambda"]) == (best.theta, best.lam)
 
 
+@pytest.mark.parametrize("window, lr, methods", [(0, 0.0, set()), (WINDOW, 0.0, {"cache"}),
+                                                  (0, LR, {"dynamic"}),
+                                                  (WINDOW, LR, {"cache", "dynamic",
+                                                                "dynamic+cache"})])
+def test_each_method_runs_only_when_on(window, lr, methods):
+    model = tiny_model()
+    data = batchify(zipf_stream(60, 11), 2)
+    config = EvaluateConfig(bptt=BPTT, cache_window=window, dynamic_lr=lr)
+    evaluate_loss(model, data, BPTT, kept := [])
+    assert set(adapt_split(model, data, kept, config, {}, lambda line: None)) == methods
+
+
 # --------------------------------------------------------------------------- params
 
 
