@@ -17,7 +17,7 @@ import torch
 
 from .batching import get_batch
 from .model import LSTMLanguageModel
-from .params import spec
+from .params import ParamsError, spec
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,33 @@ class EvaluateConfig:
     batch_size: int = spec(10, low=1, doc="valid, as in the literature")
     test_batch_size: int = spec(1, low=1, doc="test, as in the literature")
     bptt: int = spec(70, low=1)
+    # Adapted perplexities, reported beside the static ones (lstmlm.adaptation); both
+    # run on the streams above (valid batch_size, test test_batch_size columns).
+    cache_window: int = spec(3785, low=0, doc="neural cache: positions remembered; 0: off")
+    cache_thetas: list[float] = spec([0.3, 0.662, 1.0],
+                                     doc="neural cache: θ grid (> 0), chosen on valid")
+    cache_lambdas: list[float] = spec([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5],
+                                      doc="neural cache: λ grid in [0, 1], chosen on valid")
+    dynamic_lr: float = spec(0.3, low=0.0, doc="dynamic evaluation: SGD step size; 0: off")
+    dynamic_decay: float = spec(0.01, low=0.0, high=1.0,
+                                doc="dynamic evaluation: pull back toward the trained weights")
+    dynamic_segment: int = spec(20, low=1, doc="dynamic evaluation: tokens per update")
+
+    def __post_init__(self) -> None:
+        # params.py checks a list only as a list: the grids' numbers are checked here.
+        grids = (("cache_thetas", lambda v: v > 0, "numbers > 0"),
+                 ("cache_lambdas", lambda v: 0 <= v <= 1, "numbers in [0, 1]"))
+        for key, allowed, words in grids:
+            values = getattr(self, key)
+            if not values or not all(_is_number(v) and allowed(v) for v in values):
+                raise ParamsError(f"evaluate.{key}: {values!r} is not allowed; expected a "
+                                 f"non-empty list of {words}")
+            object.__setattr__(self, key, [float(v) for v in values])
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 @contextlib.contextmanager
@@ -43,8 +70,14 @@ def full_precision() -> Iterator[None]:
 
 
 @torch.no_grad()
-def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int) -> float:
-    """Mean loss (nats per token) over a whole (T, B) stream, state carried throughout."""
+def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int,
+                  keep: list | None = None) -> float:
+    """Mean loss (nats per token) over a whole (T, B) stream, state carried throughout.
+
+    With a list ``keep``, each batch's features (T, B, D) and log p(target) (T, B) are
+    appended to it as a pair (the neural cache reuses them: lstmlm.adaptation), and the
+    loss is taken from those log-probs: the same number, to the bit with the adaptive
+    softmax (its loss is their mean), to fp32 rounding with the full one."""
     model.eval()
     device = next(model.parameters()).device
     state = model.init_state(data.size(1))
@@ -53,7 +86,13 @@ def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int) -> fl
         inputs, targets = get_batch(data, i, min(bptt, data.size(0) - 1 - i), device)
         out = model(inputs, state)
         state = out.state
-        total += model.loss(out.features, targets).double() * targets.numel()
+        if keep is None:
+            loss = model.loss(out.features, targets)
+        else:
+            log_probs = model.target_log_probs(out.features, targets)
+            keep.append((out.features, log_probs))
+            loss = (-log_probs).mean()
+        total += loss.double() * targets.numel()
         count += targets.numel()
     return float(total) / count
 

@@ -1,0 +1,292 @@
+"""Evaluation-time adaptation: the neural cache and dynamic evaluation.
+
+Both use the text already scored to predict what comes next, so their perplexities are
+*adapted* numbers, reported beside the static ones (lstmlm.evaluation), never instead of
+them. Neither lets a token influence its own score: position t is scored from tokens
+before t only (tests/test_adaptation.py perturbs tokens to check it).
+
+- Neural cache pointer (Grave et al. 2017, arXiv:1612.04426). Recent words tend to come
+  back. The model's features h_i (the output layer's input) of the last ``window``
+  positions are kept with the word that followed each; the next word's probability is
+
+      p(w) = (1 - λ) p_model(w) + λ p_cache(w),
+      p_cache(w) ∝ Σ_{i in window, x_{i+1} = w} exp(θ h_t · h_i).
+
+  Only p(target) is needed, never the full distribution: the features and log p_model
+  (target) of a split are computed once, and every (θ, λ) of a grid is evaluated from them.
+  θ and λ are chosen on valid and applied unchanged to test.
+
+- Dynamic evaluation (Krause et al. 2018, arXiv:1709.07432). The stream is read in
+  segments; each is scored first, then the weights take one SGD step on its loss, pulled
+  back toward the trained weights:  θ ← θ - lr ∇ + decay (θ_0 - θ).  The embedding stays
+  frozen (its gradient would be a dense vocab × emb tensor every step, for words that are
+  mostly seen once; with tied weights this freezes the output matrix too).
+
+Layouts are those of lstmlm.batching: a split is a (T, B) stream, B columns read in
+parallel; row i of the targets is row i + 1 of the stream. Scores are per position:
+
+    features   (N, B, D)   N = T - 1 scored rows, D = the model's out_dim
+    targets    (N, B)      word ids
+    log_probs  (N, B)      log p(target), fp32
+
+The cache runs down each column separately (one cache per column).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .batching import get_batch
+from .evaluation import EvaluateConfig, perplexity
+from .model import LSTMLanguageModel, detach_state
+
+# Elements of one block of window scores, (B, rows, window): about 16 MB of fp32 each.
+BLOCK_ELEMENTS = 1 << 22
+BLOCK_ROWS = 256
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def stream_loss(log_probs: torch.Tensor, rows: int) -> float:
+    """Mean loss (nats per token) of (N, B) log-probs, summed as evaluate_loss sums it (an
+    fp32 mean per ``rows`` rows, weighted in fp64): with the static log-probs and the
+    evaluation bptt, the static loss to the last bit."""
+    total = torch.zeros((), dtype=torch.float64, device=log_probs.device)
+    for i in range(0, log_probs.size(0), rows):
+        chunk = log_probs[i:i + rows]
+        total += (-chunk).mean().double() * chunk.numel()
+    return float(total) / log_probs.numel()
+
+
+def mix(model_lp: torch.Tensor, cache_lp: torch.Tensor, lam: float) -> torch.Tensor:
+    """log((1 - λ) p_model + λ p_cache), elementwise, in log space (p_cache is often 0)."""
+    if lam == 0.0:
+        return model_lp
+    return torch.logaddexp(model_lp + math.log1p(-lam), cache_lp + math.log(lam))
+
+
+# --------------------------------------------------------------------------- neural cache
+
+
+def _window_scores(h: torch.Tensor, start: int, rows: int, window: int) -> torch.Tensor:
+    """θ-free scores of rows [start, start + rows) against the ``window`` positions before
+    each: h_t · h_i - max_i h_t · h_i, (B, rows, window), -inf at the padding.
+
+    h (B, window + N, D) holds each column's features after ``window`` padding rows (the
+    padded row of row t is t + window; its window is padded rows [t, t + window)).
+    """
+    queries = h[:, window + start:window + start + rows]          # (B, rows, D)
+    keys = h[:, start:start + rows + window - 1]                  # (B, rows + window - 1, D)
+    full = torch.bmm(queries, keys.transpose(1, 2))               # (B, rows, rows + window - 1)
+    # Query k's window is key columns [k, k + window): a diagonal band, read as a strided
+    # view (each row starts one column further on) instead of being copied out.
+    s0, s1, _ = full.stride()
+    band = full.as_strided((full.size(0), rows, window), (s0, s1 + 1, 1))
+    if start < window:  # the first rows' windows reach into the padding: no cache there
+        k = torch.arange(rows, device=h.device).unsqueeze(1)
+        i = torch.arange(window, device=h.device).unsqueeze(0)
+        band.masked_fill_((start + k + i < window).unsqueeze(0), -math.inf)
+    top = band.amax(-1, keepdim=True).nan_to_num_(neginf=0.0)    # all -inf: an empty cache
+    return band - top                                             # <= 0: exp never overflows
+
+
+def _window_hits(y: torch.Tensor, start: int, rows: int,
+                 window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where in each window the next word is the target: flat indices into (B, rows, window)
+    and their row (b * rows + k). Sparse: a word recurs in a few % of the window."""
+    followers = y[:, start:start + rows + window - 1].unfold(1, window, 1)  # (B, rows, window)
+    matches = followers == y[:, window + start:window + start + rows].unsqueeze(-1)
+    col, k, i = matches.nonzero().unbind(1)
+    row = col * rows + k
+    return row * window + i, row
+
+
+@torch.no_grad()
+def cache_log_probs(features: torch.Tensor, targets: torch.Tensor, model_lp: torch.Tensor,
+                    window: int, thetas: list[float]) -> torch.Tensor:
+    """log p_cache(target) for each θ: (len(thetas), N, B) from features (N, B, D),
+    targets (N, B). Where the cache is empty (the first row) it is log p_model, so any
+    mixture there is the model alone.
+
+    Blocks of rows keep memory flat; per block the dot products are computed once and
+    every θ reuses them: p_cache = Σ_hits exp(θ s) / Σ_window exp(θ s).
+    """
+    n, b, _ = features.shape
+    window = min(window, n)  # a window longer than the stream holds all of it
+    if window == 0:  # no cache: the model alone
+        return model_lp.expand(len(thetas), n, b).clone()
+    h = torch.nn.functional.pad(features.transpose(0, 1).float(), (0, 0, window, 0))
+    y = torch.nn.functional.pad(targets.t(), (window, 0), value=-1)  # -1 matches no word
+    out = model_lp.new_empty(len(thetas), n, b)
+    # Each block's matrix product also scores rows - 1 keys outside any window: few rows
+    # for a long window (valid's 10 columns: ~100), at most BLOCK_ROWS.
+    block = max(1, min(n, BLOCK_ROWS, BLOCK_ELEMENTS // (b * window)))
+    for start in range(0, n, block):
+        rows = min(block, n - start)
+        scores = _window_scores(h, start, rows, window)             # (B, rows, window)
+        flat, hit_rows = _window_hits(y, start, rows, window)
+        hit_scores = scores.view(-1)[flat]
+        fallback = model_lp[start:start + rows].t().reshape(-1)     # (B * rows,)
+        for j, theta in enumerate(thetas):
+            total = torch.mul(scores, theta).exp_().sum(-1).view(-1)  # 0 at the padding
+            hits = total.new_zeros(total.shape).index_add_(0, hit_rows,
+                                                           hit_scores.mul(theta).exp_())
+            lp = torch.where(total > 0, hits.log() - total.log(), fallback)
+            out[j, start:start + rows] = lp.view(b, rows).t()
+    return out
+
+
+@dataclass(frozen=True)
+class CacheChoice:
+    """The (θ, λ) picked on valid, with valid's loss and the whole grid (for the log)."""
+
+    theta: float
+    lam: float
+    loss: float
+    grid: dict[tuple[float, float], float]
+
+
+def choose_cache(model_lp: torch.Tensor, cache_lp: torch.Tensor, thetas: list[float],
+                 lambdas: list[float], rows: int) -> CacheChoice:
+    """The (θ, λ) of the grid with the lowest loss; valid's log-probs only go in here."""
+    grid = {(theta, lam): stream_loss(mix(model_lp, cache_lp[j], lam), rows)
+            for j, theta in enumerate(thetas) for lam in lambdas}
+    theta, lam = min(grid, key=grid.get)
+    return CacheChoice(theta, lam, grid[theta, lam], grid)
+
+
+# --------------------------------------------------------------------------- dynamic evaluation
+
+
+@torch.no_grad()
+def _step_toward(params: list[torch.Tensor], grads, trained: list[torch.Tensor],
+                 lr: float, decay: float) -> None:
+    """θ ← θ - lr ∇ + decay (θ_0 - θ): down the segment's loss, and back a little toward
+    the trained weights so that the adaptation stays local to recent text."""
+    for p, g, p0 in zip(params, grads, trained):
+        p.lerp_(p0, decay)  # p + decay (p0 - p), in one pass
+        if g is not None:  # None: unused by the segment (an adaptive-softmax tail cluster)
+            p.sub_(g, alpha=lr)
+
+
+def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, lr: float, decay: float,
+                      segment: int, keep_features: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass of dynamic evaluation over a (T, B) stream: log p(target) (N, B) and, with
+    ``keep_features``, the features (N, B, D) for a cache on top. The model is not
+    changed (a copy adapts); the hidden state is carried across segments."""
+    model = copy.deepcopy(model).eval()
+    model.encoder.weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    trained = [p.detach().clone() for p in params]
+    device = next(model.parameters()).device
+    state = model.init_state(data.size(1))
+    scores, features = [], []
+    for i in range(0, data.size(0) - 1, segment):
+        inputs, targets = get_batch(data, i, min(segment, data.size(0) - 1 - i), device)
+        with torch.enable_grad():
+            out = model(inputs, state)
+            lp = model.target_log_probs(out.features, targets)      # scored first ...
+        scores.append(lp.detach())
+        if keep_features:
+            features.append(out.features.detach())
+        grads = torch.autograd.grad(-lp.mean(), params, allow_unused=True)  # ... then learnt
+        _step_toward(params, grads, trained, lr, decay)
+        state = detach_state(out.state)
+    return torch.cat(scores), torch.cat(features) if keep_features else None
+
+
+# --------------------------------------------------------------------------- one split
+
+
+def _entry(loss: float) -> dict:
+    return {"loss": round(loss, 6), "ppl": round(perplexity(loss), 3)}
+
+
+def _cached(name: str, model_lp, features, targets, config: EvaluateConfig,
+            chosen: dict, log: Callable[[str], None]) -> float:
+    """The loss of the cache on top of one method's log-probs: grid on valid (``chosen``
+    lacks ``name`` yet), then valid's choice applied unchanged on test."""
+    rows, window = config.bptt, config.cache_window
+    if name not in chosen:
+        cache_lp = cache_log_probs(features, targets, model_lp, window, config.cache_thetas)
+        pick = choose_cache(model_lp, cache_lp, config.cache_thetas, config.cache_lambdas, rows)
+        _log_grid(name, pick, config, log)
+        chosen[name] = pick
+        return pick.loss
+    pick = chosen[name]
+    cache_lp = cache_log_probs(features, targets, model_lp, window, [pick.theta])[0]
+    return stream_loss(mix(model_lp, cache_lp, pick.lam), rows)
+
+
+def _log_grid(name: str, pick: CacheChoice, config: EvaluateConfig,
+              log: Callable[[str], None]) -> None:
+    """The valid grid as a table: a row per θ, a column per λ."""
+    log(f"{name} grid on valid, ppl (lambda " + " ".join(f"{x:g}" for x in config.cache_lambdas)
+        + "):")
+    for theta in config.cache_thetas:
+        row = " ".join(f"{perplexity(pick.grid[theta, lam]):.2f}" for lam in config.cache_lambdas)
+        log(f"  theta {theta:g}: {row}")
+    log(f"{name}: chose theta {pick.theta:g}, lambda {pick.lam:g} (valid ppl "
+        f"{perplexity(pick.loss):.2f})")
+
+
+def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
+                config: EvaluateConfig, chosen: dict,
+                log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Every enabled method on one (T, B) split: {"cache": e, "dynamic": e,
+    "dynamic+cache": e}, each e = {loss, ppl}.
+
+    ``kept`` holds the static pass's (features (T, B, D), log p(target) (T, B)) per batch
+    (evaluate_loss's ``keep``; the cache needs it, and empties it to free the memory).
+    ``chosen`` maps a method to its CacheChoice: pass an empty dict for valid (it is filled
+    from the grid), then the same dict for test (the choice is applied unchanged).
+    """
+    results, timed = {}, _timer(log)
+    if config.cache_window:
+        features, static_lp = (torch.cat(parts) for parts in zip(*kept))
+        kept.clear()
+        results["cache"] = _entry(_cached("cache", static_lp, features,
+                                          data[1:].to(features.device), config, chosen, log))
+        del features, static_lp
+        timed("cache")
+    if config.dynamic_lr:
+        lp, features = dynamic_log_probs(model, data, config.dynamic_lr, config.dynamic_decay,
+                                         config.dynamic_segment, bool(config.cache_window))
+        results["dynamic"] = _entry(stream_loss(lp, config.bptt))
+        timed("dynamic")
+        if config.cache_window:
+            results["dynamic+cache"] = _entry(_cached(
+                "dynamic+cache", lp, features, data[1:].to(lp.device), config, chosen, log))
+            timed("dynamic+cache")
+    return results
+
+
+def _timer(log: Callable[[str], None]) -> Callable[[str], None]:
+    """``timed(what)`` logs the seconds since the previous call."""
+    last = [time.perf_counter()]
+
+    def timed(what: str) -> None:
+        now = time.perf_counter()
+        log(f"{what}: {now - last[0]:.1f} s")
+        last[0] = now
+    return timed
+
+
+def adapted_metrics(per_split: dict[str, dict[str, dict]], chosen: dict) -> dict:
+    """{split: {method: entry}} and the valid choices -> metrics/eval.json's adapted
+    entries: {method: {"valid": entry, "test": entry, "theta": θ, "lambda": λ}}."""
+    out: dict[str, dict] = {}
+    for split, results in per_split.items():
+        for method, entry in results.items():
+            out.setdefault(method, {})[split] = entry
+    for method, pick in chosen.items():
+        out[method].update({"theta": pick.theta, "lambda": pick.lam})
+    return out

@@ -1,0 +1,344 @@
+"""Evaluation-time adaptation (lstmlm.adaptation): the neural cache and dynamic evaluation.
+
+Tiny untrained models on short streams, in seconds. Scores are indexed like the (T, B)
+stream: the score of token data[r, b] is row r - 1 of the (N, B) log-probs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import TINY_MODEL, write_tiny_corpus
+from lstmlm.adaptation import (adapt_split, adapted_metrics, cache_log_probs, choose_cache,
+                               dynamic_log_probs, mix, stream_loss)
+from lstmlm.batching import batchify
+from lstmlm.checkpoint import save_checkpoint
+from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
+from lstmlm.evaluation import EvaluateConfig, evaluate_loss
+from lstmlm.model import LSTMLanguageModel, ModelConfig
+from lstmlm.params import ParamsError, parse_section
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB = 30
+MODEL = {**TINY_MODEL, "cutoffs": [10, 20]}
+BPTT = 6
+THETA, LAMBDA, WINDOW = 0.5, 0.3, 12
+LR, DECAY, SEGMENT = 0.5, 0.02, 4
+
+
+def tiny_model(vocab: int = VOCAB, seed: int = 0) -> LSTMLanguageModel:
+    torch.manual_seed(seed)
+    return LSTMLanguageModel(parse_section("model", MODEL, ModelConfig), vocab).eval()
+
+
+def zipf_stream(n: int, seed: int, vocab: int = VOCAB) -> np.ndarray:
+    """Word ids with a skewed frequency, as text has."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, vocab + 1)
+    return rng.choice(vocab, size=n, p=p / p.sum()).astype(np.int64)
+
+
+def repeated_passage(seed: int, vocab: int = 200) -> np.ndarray:
+    """40 random words, then a 40-word passage three times: only what was read predicts it."""
+    rng = np.random.default_rng(seed)
+    passage = rng.integers(0, vocab, 40)
+    return np.concatenate([rng.integers(0, vocab, 40), passage, passage, passage])
+
+
+def static_pass(model, data) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The static loss, log p(target) (N, B) and features (N, B, D) of one stream."""
+    kept: list = []
+    loss = evaluate_loss(model, data, BPTT, kept)
+    features, log_probs = (torch.cat(parts) for parts in zip(*kept))
+    return loss, log_probs, features
+
+
+def scores(model, data, method: str) -> torch.Tensor:
+    """log p(target) (N, B) of one method with the fixed settings above."""
+    if method == "cache":
+        _, lp, features = static_pass(model, data)
+    else:
+        lp, features = dynamic_log_probs(model, data, LR, DECAY, SEGMENT, keep_features=True)
+    if method == "dynamic":
+        return lp
+    return mix(lp, cache_log_probs(features, data[1:], lp, WINDOW, [THETA])[0], LAMBDA)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- the cache's maths
+
+
+def cache_by_loop(features, targets, model_lp, window: int, theta: float) -> torch.Tensor:
+    """The cache's p(target), written straight from the formula, one position at a time."""
+    n, b, _ = features.shape
+    out = torch.empty(n, b, dtype=torch.float64)
+    for col in range(b):
+        for t in range(n):
+            lo = max(0, t - window)
+            if t == lo:  # empty cache: the model alone
+                out[t, col] = model_lp[t, col]
+                continue
+            attention = torch.softmax(theta * (features[lo:t, col].double()
+                                               @ features[t, col].double()), 0)
+            out[t, col] = attention[targets[lo:t, col] == targets[t, col]].sum().log()  # 0: -inf
+    return out
+
+
+@pytest.mark.parametrize("n, b, window, block", [(30, 3, 7, 50), (30, 2, 100, 1 << 22),
+                                                 (25, 1, 5, 5), (40, 4, 1, 16)])
+def test_cache_matches_the_formula_written_as_a_loop(monkeypatch, n, b, window, block):
+    """Blocks, the strided window band and the padding give the formula's numbers, for
+    windows shorter and longer than the stream and blocks of one row or all rows."""
+    monkeypatch.setattr("lstmlm.adaptation.BLOCK_ELEMENTS", block)
+    torch.manual_seed(n + b)
+    features, targets = torch.randn(n, b, 6), torch.randint(0, 4, (n, b))
+    model_lp = -torch.rand(n, b)
+    got = cache_log_probs(features, targets, model_lp, window, [0.5, 2.0])
+    for j, theta in enumerate([0.5, 2.0]):
+        want = cache_by_loop(features, targets, model_lp, window, theta)
+        assert torch.allclose(got[j].double(), want, atol=1e-5)  # -inf (no match) included
+
+
+def test_cache_lowers_perplexity_on_a_repeated_passage():
+    model = tiny_model(200)
+    valid, test = (batchify(repeated_passage(seed), 1) for seed in (1, 2))
+    chosen = {}
+    config = EvaluateConfig(bptt=BPTT, cache_window=100, cache_thetas=[1.0, 100.0],
+                            cache_lambdas=[0.0, 0.3, 0.6], dynamic_lr=0.0)
+    for split, data in (("valid", valid), ("test", test)):
+        static = evaluate_loss(model, data, BPTT, kept := [])
+        cached = adapt_split(model, data, kept, config, chosen, log=lambda line: None)["cache"]
+        assert cached["loss"] < static - 0.5, split
+    assert chosen["cache"].lam > 0
+
+
+def test_dynamic_evaluation_lowers_perplexity_on_a_repeated_passage():
+    model = tiny_model(200)
+    data = batchify(repeated_passage(3), 1)
+    lp, _ = dynamic_log_probs(model, data, lr=1.0, decay=0.0, segment=5)
+    assert stream_loss(lp, BPTT) < evaluate_loss(model, data, BPTT) - 0.5
+
+
+def test_dynamic_evaluation_leaves_the_model_unchanged():
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dynamic_log_probs(model, batchify(zipf_stream(60, 4), 2), LR, DECAY, SEGMENT)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.encoder.weight.requires_grad
+
+
+# --------------------------------------------------------------------------- off = static
+
+
+def test_window_0_and_lr_0_reproduce_the_static_numbers_exactly():
+    model = tiny_model()
+    data = batchify(zipf_stream(200, 5), 3)
+    static = evaluate_loss(model, data, BPTT)
+    kept_loss, lp, features = static_pass(model, data)
+    assert kept_loss == static and stream_loss(lp, BPTT) == static
+    cache = cache_log_probs(features, data[1:], lp, 0, [THETA, 1.0])
+    assert torch.equal(cache[0], lp) and torch.equal(cache[1], lp)
+    assert torch.equal(mix(lp, cache[0], 0.5), lp)
+    assert torch.equal(mix(lp, cache_log_probs(features, data[1:], lp, WINDOW, [THETA])[0],
+                           0.0), lp)
+    dynamic, _ = dynamic_log_probs(model, data, lr=0.0, decay=DECAY, segment=BPTT)
+    assert stream_loss(dynamic, BPTT) == static
+    # Other segment lengths are other matrix shapes: equal up to fp32 rounding.
+    dynamic, _ = dynamic_log_probs(model, data, lr=0.0, decay=DECAY, segment=SEGMENT)
+    assert stream_loss(dynamic, BPTT) == pytest.approx(static, rel=1e-6)
+
+
+def test_keeping_the_log_probs_keeps_the_full_softmax_loss_to_rounding():
+    torch.manual_seed(0)
+    config = parse_section("model", {**MODEL, "output": "full"}, ModelConfig)
+    model = LSTMLanguageModel(config, VOCAB).eval()
+    data = batchify(zipf_stream(200, 5), 3)
+    assert static_pass(model, data)[0] == pytest.approx(evaluate_loss(model, data, BPTT),
+                                                        rel=1e-6)
+
+
+# --------------------------------------------------------------------------- no peeking
+
+
+@pytest.mark.parametrize("method", ["cache", "dynamic", "dynamic+cache"])
+def test_perturbing_a_token_changes_no_score_up_to_its_row(method):
+    """Changing data[r, b] leaves every score of rows <= r alone, except its own (its
+    target changed): no token reaches back, nor into the scores beside it."""
+    model = tiny_model()
+    data = batchify(zipf_stream(90, 6), 3)
+    base = scores(model, data, method)
+    for r, b in ((5, 0), (9, 1), (14, 2), (20, 1)):  # mid-segment, segment ends, later
+        changed = data.clone()
+        changed[r, b] = (changed[r, b] + 7) % VOCAB
+        after = scores(model, changed, method)
+        assert torch.equal(after[:r - 1], base[:r - 1]), (r, b)
+        others = [c for c in range(data.size(1)) if c != b]
+        assert torch.equal(after[r - 1, others], base[r - 1, others]), (r, b)
+        assert not torch.equal(after[r:], base[r:]), (r, b)  # the test can see a change
+
+
+@pytest.mark.parametrize("method", ["cache", "dynamic", "dynamic+cache"])
+def test_no_token_influences_its_own_score(method):
+    """Over every word the token data[r, b] could be, its probabilities add up to 1: its
+    score comes from a distribution fixed before it was read (a cache that held the token
+    itself, or an update before scoring, would give more than 1)."""
+    model = tiny_model()
+    for r, b in ((6, 0), (11, 1)):  # after a segment ends (dynamic), mid-segment
+        data = batchify(zipf_stream(60, 7), 2)[:r + 1]  # later rows cannot matter (above)
+        total = 0.0
+        for word in range(VOCAB):
+            changed = data.clone()
+            changed[r, b] = word
+            total += math.exp(scores(model, changed, method)[r - 1, b])
+        assert total == pytest.approx(1.0, abs=1e-4), (r, b)
+
+
+def test_the_grid_choice_uses_valid_only():
+    """Two different test streams: the same (θ, λ) and the same valid numbers."""
+    model = tiny_model()
+    config = EvaluateConfig(bptt=BPTT, cache_window=WINDOW, cache_thetas=[0.3, 1.0],
+                            cache_lambdas=[0.1, 0.3], dynamic_lr=LR, dynamic_decay=DECAY,
+                            dynamic_segment=SEGMENT)
+    valid = batchify(repeated_passage(8, VOCAB), 2)
+    runs = []
+    for seed in (9, 10):
+        chosen, per_split = {}, {}
+        for split, data in (("valid", valid), ("test", batchify(zipf_stream(80, seed), 1))):
+            evaluate_loss(model, data, BPTT, kept := [])
+            per_split[split] = adapt_split(model, data, kept, config, chosen, lambda line: None)
+        runs.append(adapted_metrics(per_split, chosen))
+    a, b = runs
+    assert set(a) == {"cache", "dynamic", "dynamic+cache"}
+    for method in a:
+        assert {k: v for k, v in a[method].items() if k != "test"} == \
+            {k: v for k, v in b[method].items() if k != "test"}, method
+        assert a[method]["test"] != b[method]["test"], method
+    # The choice is the grid's best on valid, whatever test held.
+    _, lp, features = static_pass(model, valid)
+    grid = cache_log_probs(features, valid[1:], lp, WINDOW, [0.3, 1.0])
+    best = choose_cache(lp, grid, [0.3, 1.0], [0.1, 0.3], BPTT)
+    assert (a["cache"]["theta"], a["cache"]["lambda"]) == (best.theta, best.lam)
+
+
+@pytest.mark.parametrize("window, lr, methods", [(0, 0.0, set()), (WINDOW, 0.0, {"cache"}),
+                                                  (0, LR, {"dynamic"}),
+                                                  (WINDOW, LR, {"cache", "dynamic",
+                                                                "dynamic+cache"})])
+def test_each_method_runs_only_when_on(window, lr, methods):
+    model = tiny_model()
+    data = batchify(zipf_stream(60, 11), 2)
+    config = EvaluateConfig(bptt=BPTT, cache_window=window, dynamic_lr=lr)
+    evaluate_loss(model, data, BPTT, kept := [])
+    assert set(adapt_split(model, data, kept, config, {}, lambda line: None)) == methods
+
+
+# --------------------------------------------------------------------------- params
+
+
+@pytest.mark.parametrize("values, pattern", [
+    ({"cache_thetas": []}, r"^evaluate\.cache_thetas: \[\] .*numbers > 0"),
+    ({"cache_thetas": [0.5, 0]}, r"^evaluate\.cache_thetas: .*numbers > 0"),
+    ({"cache_lambdas": [0.2, 1.5]}, r"^evaluate\.cache_lambdas: .*\[0, 1\]"),
+    ({"cache_lambdas": ["a"]}, r"^evaluate\.cache_lambdas: "),
+    ({"cache_window": -1}, r"^evaluate\.cache_window: -1 "),
+    ({"dynamic_lr": -0.1}, r"^evaluate\.dynamic_lr: -0\.1 "),
+    ({"dynamic_segment": 0}, r"^evaluate\.dynamic_segment: 0 "),
+])
+def test_bad_adaptation_params_name_the_key(values, pattern):
+    with pytest.raises(ParamsError, match=pattern):
+        parse_section("evaluate", values, EvaluateConfig)
+
+
+def test_grids_are_read_as_floats():
+    config = parse_section("evaluate", {"cache_thetas": [1], "cache_lambdas": [0, 1]},
+                           EvaluateConfig)
+    assert config.cache_thetas == [1.0] and config.cache_lambdas == [0.0, 1.0]
+    assert all(isinstance(v, float) for v in config.cache_thetas + config.cache_lambdas)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory) -> Path:
+    """corpus -> tokens -> ids, and an untrained tiny checkpoint: what the stage reads."""
+    root = tmp_path_factory.mktemp("adapt")
+    write_tiny_corpus(root / "raw", sizes=(150, 30, 30))
+    vocab, _ = tokenise_corpus(root / "raw", root / "tokens", root / "vocab.json",
+                               scheme="wikitext")
+    tensorise_corpus(root / "tokens", vocab, root / "ids")
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(parse_section("model", TINY_MODEL, ModelConfig), len(vocab))
+    save_checkpoint(root / "model.pt", model, vocab, "vocab.json", {"epoch": 1})
+    return root
+
+
+def run_stage(root: Path, name: str, ids: str = "ids", **evaluate) -> dict:
+    params = {"evaluate": {"batch_size": 4, "test_batch_size": 2, "bptt": 8, **evaluate}}
+    (root / f"{name}.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "--params", f"{name}.yaml", "--ids", ids,
+         "--vocab", "vocab.json", "--checkpoint", "model.pt", "--out", f"{name}.json"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((root / f"{name}.json").read_text())
+
+
+def test_stage_with_both_methods_off_writes_todays_file(tiny_project):
+    """Only the static entries, with the numbers evaluate_loss gives (today's file)."""
+    from lstmlm.checkpoint import load
+
+    metrics = run_stage(tiny_project, "off", cache_window=0, dynamic_lr=0.0)
+    assert set(metrics) == {"valid", "test"}
+    model = load(tiny_project / "model.pt", tiny_project / "vocab.json").model
+    for split, batch_size in (("valid", 4), ("test", 2)):
+        assert set(metrics[split]) == {"loss", "ppl", "tokens_per_s"}
+        data = batchify(load_ids(tiny_project / "ids", split), batch_size)
+        loss = evaluate_loss(model, data, 8)
+        assert metrics[split]["loss"] == round(loss, 6)
+        assert metrics[split]["ppl"] == round(math.exp(loss), 3)
+
+
+def test_stage_reports_adapted_entries_beside_the_static_ones(tiny_project):
+    """Defaults on: each method with valid and test, the cache's θ and λ from its grid;
+    another test split changes no valid number and no choice."""
+    other = tiny_project / "ids_other"
+    other.mkdir(exist_ok=True)
+    for split in ("train", "valid", "test"):
+        ids = np.load(tiny_project / "ids" / f"{split}.npy")
+        np.save(other / f"{split}.npy", ids[::-1].copy() if split == "test" else ids)
+    grid = {"cache_thetas": [0.3, 1.0], "cache_lambdas": [0.1, 0.2]}
+    on = run_stage(tiny_project, "on", **grid)
+    off = run_stage(tiny_project, "off_too", cache_window=0, dynamic_lr=0.0)
+    swapped = run_stage(tiny_project, "swapped", "ids_other", **grid)
+    for split in ("valid", "test"):  # the static numbers, unchanged by the adaptation
+        assert on[split]["loss"] == off[split]["loss"] and set(on[split]) == set(off[split])
+    assert set(on) == {"valid", "test", "cache", "dynamic", "dynamic+cache"}
+    for method in ("cache", "dynamic+cache"):
+        assert set(on[method]) == {"valid", "test", "theta", "lambda"}
+        assert on[method]["theta"] in grid["cache_thetas"]
+        assert on[method]["lambda"] in grid["cache_lambdas"]
+    assert set(on["dynamic"]) == {"valid", "test"}
+    assert set(on["dynamic"]["test"]) == {"loss", "ppl"}
+    for method in ("cache", "dynamic", "dynamic+cache"):
+        assert {k: v for k, v in on[method].items() if k != "test"} == \
+            {k: v for k, v in swapped[method].items() if k != "test"}, method
