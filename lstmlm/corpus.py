@@ -49,14 +49,16 @@ class CorpusError(LstmlmError, ValueError):
     """A corpus split is missing, empty, or does not fit its vocabulary."""
 
 
-def iter_text_blocks(path: Path, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
+def iter_text_blocks(path: Path, chunk_chars: int | None = None) -> Iterator[str]:
     """A UTF-8 text file in blocks of whole lines, each ending in a newline (the last one
-    only if the file does); together they are the file's text.
+    only if the file does); together they are the file's text. Blocks are read
+    ``chunk_chars`` characters at a time (default: ``CHUNK_CHARS``, looked up per call).
 
     The file is opened like ``Path.read_text`` (universal newlines: "\\r\\n" and "\\r"
     read as "\\n"), so lines are the same as those of the whole text. A line longer than
     ``chunk_chars`` is gathered whole: a block never splits a line.
     """
+    chunk_chars = chunk_chars or CHUNK_CHARS
     pending: list[str] = []  # pieces of a line that has not ended yet
     try:
         with open(path, encoding="utf-8") as handle:
@@ -75,7 +77,7 @@ def iter_text_blocks(path: Path, chunk_chars: int = CHUNK_CHARS) -> Iterator[str
         yield "".join(pending)
 
 
-def iter_line_chunks(path: Path, chunk_chars: int = CHUNK_CHARS) -> Iterator[list[str]]:
+def iter_line_chunks(path: Path, chunk_chars: int | None = None) -> Iterator[list[str]]:
     """Lines of a UTF-8 text file, without their line endings, a block of lines at a time.
 
     Joined, the blocks are ``text.split("\\n")`` less the empty string after a final

@@ -358,7 +358,7 @@ def test_own_corpus_empty_or_absent_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DownloadError, match="the directory is empty"):
         prepare_corpus(str(tmp_path / "empty"), tmp_path / "raw", mirrors=())
-    with pytest.raises(DownloadError, match="neither 'wikitext-2' nor an existing directory"):
+    with pytest.raises(DownloadError, match="is not 'wikitext-2', 'wikitext-103' or an existing directory"):
         prepare_corpus(str(tmp_path / "nowhere"), tmp_path / "raw", mirrors=())
 
 
