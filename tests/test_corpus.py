@@ -1,13 +1,23 @@
-"""tokenise + tensorise on tiny fixtures, and the published WikiText-2 counts."""
+"""tokenise + tensorise on tiny fixtures, streaming, int32 ids, and the published counts."""
 
+import io
+import os
+import subprocess
+import sys
+import tracemalloc
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import SHARED_WIKITEXT
+from conftest import ROOT, SHARED_WIKITEXT, write_tiny_corpus
+from lstmlm import corpus
 from lstmlm.corpus import (WIKITEXT2_TOKENS, WIKITEXT2_VOCAB_SIZE, CorpusError, id_dtype,
-                           load_ids, tokenise_corpus, tensorise_corpus)
-from lstmlm.vocab import Vocabulary
+                           iter_line_chunks, load_ids, tokenise_corpus, tensorise_corpus)
+from lstmlm.params import TokeniseParams
+from lstmlm.vocab import Vocabulary, build_vocabulary
+from stages.tokenise import check_counts, official_counts
 
 
 def test_tokenise_and_tensorise_round_trip(tiny_corpus, tmp_path):
@@ -78,3 +88,113 @@ def test_wikitext2_published_counts(tmp_path):
     # Frequency order: the head of the vocabulary is what adaptive softmax expects.
     assert vocab.words[:3] == ("the", ",", ".")
     assert all(a >= b for a, b in zip(vocab.counts, vocab.counts[1:]))
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_line_chunks_are_the_lines_of_the_whole_text(tmp_path):
+    # CRLF and CR line ends, empty lines, a line longer than a block, non-ASCII, a
+    # Unicode line separator (not a line end here, as in str.split("\n")), no final newline.
+    text = ("a b\r\nc\rd\n\n" + "long " * 40 + "\n\u00e9t\u00e9 \u2028 x\n" * 5 + "\n\nlast")
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode("utf-8"))
+    chunks = list(iter_line_chunks(path, chunk_chars=16))
+    assert len(chunks) >= 5  # read a block at a time, never as one list of all lines
+    assert [line for chunk in chunks for line in chunk] == path.read_text().split("\n")
+    path.write_text("x\n\n")
+    assert [line for chunk in iter_line_chunks(path, 1) for line in chunk] == ["x", ""]
+    path.write_text("")
+    assert list(iter_line_chunks(path)) == []
+
+
+def test_small_blocks_write_the_same_files_as_np_save(tiny_corpus, tmp_path, monkeypatch):
+    outputs = {}
+    for name, chunk in (("whole", 1 << 23), ("blocks", 50)):
+        monkeypatch.setattr(corpus, "CHUNK_CHARS", chunk)
+        out = tmp_path / name
+        vocab, _ = tokenise_corpus(tiny_corpus, out / "tokens", out / "vocab.json",
+                                   scheme="wikitext")
+        tensorise_corpus(out / "tokens", vocab, out / "ids")
+        outputs[name] = {p.relative_to(out): p.read_bytes()
+                         for p in sorted(out.rglob("*")) if p.is_file()}
+    assert outputs["blocks"] == outputs["whole"] and len(outputs["whole"]) == 7
+    tokens = (tmp_path / "whole" / "tokens" / "valid.txt").read_text().split()
+    expected = io.BytesIO()
+    np.save(expected, np.array(vocab.encode(tokens), dtype=np.uint16))
+    assert outputs["blocks"][Path("ids/valid.npy")] == expected.getvalue()
+
+
+def test_tokenise_and_tensorise_memory_does_not_follow_the_corpus(tmp_path, monkeypatch):
+    raw = write_tiny_corpus(tmp_path / "raw", sizes=(40_000, 20, 20))
+    size = (raw / "train.txt").stat().st_size  # about 1.2 MB
+    monkeypatch.setattr(corpus, "CHUNK_CHARS", 4096)
+    tracemalloc.start()
+    try:
+        vocab, _ = tokenise_corpus(raw, tmp_path / "tok", tmp_path / "v.json", scheme="wikitext")
+        tokenise_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        tensorise_corpus(tmp_path / "tok", vocab, tmp_path / "ids")
+        tensorise_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Reading the split whole would take more than its size in strings alone.
+    assert tokenise_peak < size / 4 and tensorise_peak < size / 4, (size, tokenise_peak,
+                                                                     tensorise_peak)
+
+
+def test_vocabulary_past_uint16_gives_int32_ids(tmp_path):
+    words = [f"w{i:05x}" for i in range(70_000)]  # made-up words, each seen once
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train.txt").write_text("".join(" " + " ".join(words[i:i + 100]) + " \n"
+                                           for i in range(0, len(words), 100)))
+    (raw / "valid.txt").write_text(f" {words[-1]} {words[0]} unseen \n")
+    (raw / "test.txt").write_text(f" {words[65_600]} \n")
+    vocab, _ = tokenise_corpus(raw, tmp_path / "tok", tmp_path / "v.json", scheme="wikitext")
+    assert len(vocab) == 70_002  # the words, <eos> and <unk>
+    stats = tensorise_corpus(tmp_path / "tok", vocab, tmp_path / "ids")
+    assert stats["dtype"] == "int32"
+    valid = load_ids(tmp_path / "ids", "valid", len(vocab))
+    assert isinstance(valid, np.memmap) and valid.dtype == np.int32
+    assert vocab.decode(valid.tolist()) == [words[-1], words[0], "<unk>", "<eos>"]
+    train = load_ids(tmp_path / "ids", "train", len(vocab))
+    assert int(train.max()) > 65_535 and len(train) == 70_000 + 700
+    assert stats["splits"]["valid"]["oov_rate"] == 0.25
+
+
+def test_a_missing_tokens_file_is_a_clear_error(tmp_path):
+    vocab = build_vocabulary(Counter(["a", "<eos>"]))
+    with pytest.raises(CorpusError, match="train.txt: file not found"):
+        tensorise_corpus(tmp_path / "nowhere", vocab, tmp_path / "ids")
+
+
+# --------------------------------------------------------------------------- count checks
+
+
+def test_count_check_on_a_tiny_fixture(tiny_corpus, tmp_path):
+    vocab, counts = tokenise_corpus(tiny_corpus, tmp_path / "tok", tmp_path / "v.json",
+                                    scheme="wikitext")
+    check_counts("Tiny", {"vocab": len(vocab), **counts}, len(vocab), counts)
+    off_by_one = {"vocab": len(vocab), **counts, "test": counts["test"] + 1}
+    with pytest.raises(CorpusError, match="Tiny counts differ from the published ones"):
+        check_counts("Tiny", off_by_one, len(vocab), counts)
+    standard = TokeniseParams()
+    assert official_counts(tiny_corpus, standard, "wikitext-103") == (
+        "WikiText-103", {"vocab": 267_735, "train": 103_227_021, "valid": 217_646,
+                         "test": 245_569})
+    assert official_counts(tiny_corpus, standard, "wikitext-2") is None  # not its bytes
+    assert official_counts(tiny_corpus, TokeniseParams(scheme="basic_english"),
+                           "wikitext-103") is None
+
+
+def test_tokenise_stage_stops_when_wikitext103_counts_differ(tiny_corpus, tmp_path):
+    (tmp_path / "params.yaml").write_text("download:\n  corpus: wikitext-103\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "stages.tokenise", "--params",
+                           str(tmp_path / "params.yaml"), "--raw", str(tiny_corpus),
+                           "--tokens", str(tmp_path / "tok"), "--vocab", str(tmp_path / "v.json")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "error: WikiText-103 counts differ from the published ones" in proc.stderr
+    assert "'train': 103227021" in proc.stderr and "Traceback" not in proc.stderr
