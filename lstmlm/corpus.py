@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import LstmlmError
 from .files import atomic_path
-from .text import UNK, tokenise_lines
+from .text import EOS, UNK, tokenise_lines
 from .vocab import Vocabulary, build_vocabulary
 
 SPLITS = ("train", "valid", "test")
@@ -90,21 +90,62 @@ def iter_line_chunks(path: Path, chunk_chars: int | None = None) -> Iterator[lis
         yield lines
 
 
+def _is_canonical_wikitext(block: str, words: list[str]) -> bool:
+    """True when every line of ``block`` is laid out as in WikiText: a space, the words
+    separated by single spaces, a space (an empty line is a single space).
+
+    Such a block tokenises by string replacement alone (see :func:`_tokenise_block`). The
+    last test counts the characters of ``words`` (``block.split()``): the block holds no
+    whitespace but spaces and newlines exactly when they add up.
+    """
+    ends = block.count("\n")
+    last_open = not block.endswith("\n")  # the final line of a file without a newline
+    return (block.startswith(" ") and "  " not in block
+            and block.count(" \n") == ends and block.count("\n ") == ends - (not last_open)
+            and (not last_open or block.endswith(" "))
+            and sum(map(len, words)) == len(block) - block.count(" ") - ends)
+
+
+def _tokenise_block(block: str, scheme: str,
+                    counter: Counter | None) -> tuple[str, int, int]:
+    """One block of whole lines tokenised: ``(text, lines, tokens)``, where the text
+    holds one line per line, each ending in ``<eos>`` and a newline; words counted into
+    ``counter`` when given."""
+    if scheme == "wikitext":
+        words = block.split()
+        if _is_canonical_wikitext(block, words):
+            # " w1 w2 \n" becomes "w1 w2 <eos>\n" and " \n" becomes "<eos>\n": what the
+            # general path below gives, without a Python call per line.
+            n_lines = block.count("\n") + (not block.endswith("\n"))
+            text = block[1:].replace("\n ", "\n").replace("\n", f"{EOS}\n")
+            if not block.endswith("\n"):
+                text += f"{EOS}\n"
+            if counter is not None:
+                counter.update(words)
+                counter[EOS] += n_lines
+            return text, n_lines, len(words) + n_lines
+    lines = block.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    line_tokens = list(tokenise_lines(lines, scheme))
+    if counter is not None:
+        # One C-level pass over the block's tokens, not a call per line.
+        counter.update(chain.from_iterable(line_tokens))
+    text = "\n".join(map(" ".join, line_tokens)) + "\n"
+    return text, len(line_tokens), sum(map(len, line_tokens))
+
+
 def _tokenise_split(src: Path, dest: Path, scheme: str, counter: Counter | None) -> int:
     """Stream ``src`` into ``dest`` tokenised, one line per line; count words into
     ``counter`` when given (train). Returns the number of tokens, ``<eos>`` included."""
     n_lines = n_tokens = 0
     with atomic_path(dest) as tmp:
         with open(tmp, "w", encoding="utf-8") as out:
-            for lines in iter_line_chunks(src):
-                line_tokens = list(tokenise_lines(lines, scheme))
-                n_lines += len(line_tokens)
-                n_tokens += sum(map(len, line_tokens))
-                if counter is not None:
-                    # One C-level pass over the block's tokens, not a call per line.
-                    counter.update(chain.from_iterable(line_tokens))
-                out.write("\n".join(map(" ".join, line_tokens)))
-                out.write("\n")
+            for block in iter_text_blocks(src):
+                text, block_lines, block_tokens = _tokenise_block(block, scheme, counter)
+                out.write(text)
+                n_lines += block_lines
+                n_tokens += block_tokens
         # Raised inside atomic_path, so no half-made file replaces a previous output.
         if counter is not None and n_tokens == n_lines:  # no lines, or only empty ones
             raise CorpusError(f"{src}: the split holds no words")
