@@ -91,8 +91,9 @@ def iter_line_chunks(path: Path, chunk_chars: int | None = None) -> Iterator[lis
 
 
 def _is_canonical_wikitext(block: str, words: list[str]) -> bool:
-    """True when every line of ``block`` is laid out as in WikiText: a space, the words
-    separated by single spaces, a space (an empty line is a single space).
+    """True when ``block`` is laid out as WikiText is: no whitespace but single spaces and
+    newlines, the first line starting with a space, every line ending with one (an
+    empty line is a single space).
 
     Such a block tokenises by string replacement alone (see :func:`_tokenise_block`). The
     last test counts the characters of ``words`` (``block.split()``): the block holds no
@@ -100,8 +101,7 @@ def _is_canonical_wikitext(block: str, words: list[str]) -> bool:
     """
     ends = block.count("\n")
     last_open = not block.endswith("\n")  # the final line of a file without a newline
-    return (block.startswith(" ") and "  " not in block
-            and block.count(" \n") == ends and block.count("\n ") == ends - (not last_open)
+    return (block.startswith(" ") and "  " not in block and block.count(" \n") == ends
             and (not last_open or block.endswith(" "))
             and sum(map(len, words)) == len(block) - block.count(" ") - ends)
 
@@ -114,8 +114,9 @@ def _tokenise_block(block: str, scheme: str,
     if scheme == "wikitext":
         words = block.split()
         if _is_canonical_wikitext(block, words):
-            # " w1 w2 \n" becomes "w1 w2 <eos>\n" and " \n" becomes "<eos>\n": what the
-            # general path below gives, without a Python call per line.
+            # " w1 w2 \n" becomes "w1 w2 <eos>\n" and " \n" becomes "<eos>\n" (a line
+            # that starts without a space loses nothing): what the general path below
+            # gives, without a Python call per line.
             n_lines = block.count("\n") + (not block.endswith("\n"))
             text = block[1:].replace("\n ", "\n").replace("\n", f"{EOS}\n")
             if not block.endswith("\n"):

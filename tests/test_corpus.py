@@ -2,6 +2,7 @@
 
 import io
 import os
+import random
 import subprocess
 import sys
 import tracemalloc
@@ -16,6 +17,7 @@ from lstmlm import corpus
 from lstmlm.corpus import (WIKITEXT2_TOKENS, WIKITEXT2_VOCAB_SIZE, CorpusError, id_dtype,
                            iter_line_chunks, load_ids, tokenise_corpus, tensorise_corpus)
 from lstmlm.params import TokeniseParams
+from lstmlm.text import tokenise_lines
 from lstmlm.vocab import Vocabulary, build_vocabulary
 from stages.tokenise import check_counts, official_counts
 
@@ -198,3 +200,35 @@ def test_tokenise_stage_stops_when_wikitext103_counts_differ(tiny_corpus, tmp_pa
     assert proc.returncode == 2
     assert "error: WikiText-103 counts differ from the published ones" in proc.stderr
     assert "'train': 103227021" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def reference_tokenise(block: str, scheme: str) -> tuple[str, Counter]:
+    """The tokens file text and word counts of a block, line by line (the plain way)."""
+    lines = block.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    tokenised = list(tokenise_lines(lines, scheme))
+    return "".join(" ".join(tokens) + "\n" for tokens in tokenised), Counter(
+        token for tokens in tokenised for token in tokens)
+
+
+def test_wikitext_blocks_tokenise_as_line_by_line():
+    # Blocks laid out as WikiText (taken whole by string replacement) and blocks that
+    # break the layout in each way the check looks for (taken line by line).
+    rng = random.Random(0)
+    pieces = ["a", "bé", "@-@", "<unk>", " ", " ", " ", "\n", "\n", "  ", "\t", "\xa0",
+              "\u2028", "\u3000", "\x1c"]
+    canonical = [" = A = \n", " \n", " a b @-@ c \n", " é <unk> . \n"]
+    blocks = ["".join(rng.choices(canonical, k=rng.randint(1, 6))) for _ in range(300)]
+    blocks += ["".join(rng.choices(pieces, k=rng.randint(1, 12))) for _ in range(3000)]
+    blocks += [" a b ", " a b \n c", "\n a \n", " a \n\n b \n", "a b \n", " a b\n", " \xa0 \n",
+               " a\xa0b \n", "  \n", " a  b \n"]
+    fast = 0
+    for block in blocks:
+        counter: Counter = Counter()
+        text, n_lines, n_tokens = corpus._tokenise_block(block, "wikitext", counter)
+        expected_text, expected_counts = reference_tokenise(block, "wikitext")
+        assert (text, counter) == (expected_text, expected_counts), repr(block)
+        assert n_lines == expected_text.count("\n") and n_tokens == len(expected_text.split())
+        fast += corpus._is_canonical_wikitext(block, block.split())
+    assert 300 <= fast < len(blocks) - 10  # both paths were taken
