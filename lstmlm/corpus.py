@@ -7,21 +7,29 @@ Layout on disk (paths are chosen by dvc.yaml, not here):
     vocab.json                     see vocab.py
     ids/{split}.npy                token ids, uint16 when the vocabulary fits, else int32
 
-Both stages stream: files are read in blocks of about ``CHUNK_CHARS`` characters cut at
-line ends, and ids are appended to the .npy file block by block, so memory follows the
-vocabulary (the training word counts) and the chunk size, never the corpus. WikiText-103
-(103M tokens) is tokenised and tensorised in a few hundred MB.
+Both stages stream: files are read in blocks of about ``CHUNK_BYTES`` cut at line ends,
+and ids are appended to the .npy file block by block, so memory follows the vocabulary
+(the training word counts) and the block size, never the corpus. A split larger than
+``PARALLEL_BYTES`` is cut at line starts into one part per CPU (``WORKERS``), done by
+worker processes and joined in order, so the files are the same whatever the number of
+parts. WikiText-103 (103M tokens) is tokenised and tensorised in a few hundred MB per
+process.
 
 The .npy files load by memory map, so a stage that reads them costs no parse time.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
+import os
+import shutil
+import tempfile
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -40,50 +48,70 @@ WIKITEXT2_TOKENS = {"train": 2_088_628, "valid": 217_646, "test": 245_569}
 WIKITEXT103_VOCAB_SIZE = 267_735
 WIKITEXT103_TOKENS = {"train": 103_227_021, "valid": 217_646, "test": 245_569}
 
-# About 8M characters per block: large enough that per-block costs vanish, small enough
-# that a block's tokens (a few hundred MB of Python strings at most) fit any machine.
-CHUNK_CHARS = 1 << 23
+# 8 MiB per block: large enough that per-block costs vanish, small enough that a
+# block's tokens (some 200 MB of Python strings at most) fit any machine.
+CHUNK_BYTES = 1 << 23
+# Splits up to this size are done in the stage's own process (WikiText-2's train split
+# is 11 MB): starting workers would cost more than it saves.
+PARALLEL_BYTES = 32 << 20
+# Worker processes for a larger split; None: one per CPU this process may use, at most
+# MAX_WORKERS (each holds its own word counts or vocabulary index, and a block).
+WORKERS: int | None = None
+MAX_WORKERS = 4
 
 
 class CorpusError(LstmlmError, ValueError):
     """A corpus split is missing, empty, or does not fit its vocabulary."""
 
 
-def iter_text_blocks(path: Path, chunk_chars: int | None = None) -> Iterator[str]:
-    """A UTF-8 text file in blocks of whole lines, each ending in a newline (the last one
-    only if the file does); together they are the file's text. Blocks are read
-    ``chunk_chars`` characters at a time (default: ``CHUNK_CHARS``, looked up per call).
+def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
+                     span: tuple[int, int] | None = None) -> Iterator[str]:
+    """A UTF-8 text file, or its bytes ``span = (start, end)`` cut at line starts, in
+    blocks of whole lines, each ending in a newline (the last one only if the text does).
 
-    The file is opened like ``Path.read_text`` (universal newlines: "\\r\\n" and "\\r"
-    read as "\\n"), so lines are the same as those of the whole text. A line longer than
-    ``chunk_chars`` is gathered whole: a block never splits a line.
+    Read ``chunk_bytes`` at a time (default: ``CHUNK_BYTES``, looked up per call) and
+    decoded like ``Path.read_text`` (universal newlines: "\\r\\n" and "\\r" read as
+    "\\n"), so the lines are those of the whole text. A line longer than a chunk is
+    gathered whole: a block never splits a line.
     """
-    chunk_chars = chunk_chars or CHUNK_CHARS
+    chunk = chunk_bytes or CHUNK_BYTES
+    start, end = span if span is not None else (0, None)
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(), True)
     pending: list[str] = []  # pieces of a line that has not ended yet
     try:
-        with open(path, encoding="utf-8") as handle:
-            while block := handle.read(chunk_chars):
-                cut = block.rfind("\n") + 1
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            left = end - start if end is not None else -1
+            while True:
+                raw = handle.read(chunk if left < 0 else min(chunk, left))
+                left -= len(raw) if left >= 0 else 0
+                text = decoder.decode(raw, final=not raw)
+                cut = text.rfind("\n") + 1
                 if cut == 0:
-                    pending.append(block)
-                    continue
-                yield "".join(pending) + block[:cut] if pending else block[:cut]
-                pending = [block[cut:]] if cut < len(block) else []
+                    pending.append(text)
+                elif pending:
+                    yield "".join(pending) + text[:cut]
+                    pending = [text[cut:]]
+                else:
+                    yield text[:cut]
+                    pending = [text[cut:]]
+                if not raw:
+                    break
     except FileNotFoundError:
         raise CorpusError(f"{path}: file not found") from None
     except UnicodeDecodeError as err:
         raise CorpusError(f"{path}: not UTF-8 text ({err})") from None
-    if pending:
-        yield "".join(pending)
+    if rest := "".join(pending):
+        yield rest
 
 
-def iter_line_chunks(path: Path, chunk_chars: int | None = None) -> Iterator[list[str]]:
+def iter_line_chunks(path: Path, chunk_bytes: int | None = None) -> Iterator[list[str]]:
     """Lines of a UTF-8 text file, without their line endings, a block of lines at a time.
 
     Joined, the blocks are ``text.split("\\n")`` less the empty string after a final
     newline: the newline that ends the file ends the last line; it opens no new one.
     """
-    for block in iter_text_blocks(path, chunk_chars):
+    for block in iter_text_blocks(path, chunk_bytes):
         lines = block.split("\n")
         if lines[-1] == "":
             lines.pop()
@@ -136,22 +164,79 @@ def _tokenise_block(block: str, scheme: str,
     return text, len(line_tokens), sum(map(len, line_tokens))
 
 
-def _tokenise_split(src: Path, dest: Path, scheme: str, counter: Counter | None) -> int:
-    """Stream ``src`` into ``dest`` tokenised, one line per line; count words into
-    ``counter`` when given (train). Returns the number of tokens, ``<eos>`` included."""
+def _spans(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges that cut ``path`` at line starts into one part per worker (a single
+    part when the file is small); each boundary follows a b"\\n", so no UTF-8 character
+    and no "\\r\\n" is split."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: file not found") from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = WORKERS or min(cpus or 1, MAX_WORKERS)
+    if size <= PARALLEL_BYTES or parts < 2:
+        return [(0, size)]
+    cuts = [0]
+    with open(path, "rb") as handle:
+        for k in range(1, parts):
+            handle.seek(max(size * k // parts, cuts[-1]))
+            handle.readline()  # on to the start of the next line
+            cuts.append(handle.tell())
+    cuts.append(size)
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(0, size)]
+
+
+def _in_parts(task: Callable[..., Any], src: Path, spans: list[tuple[int, int]],
+              out: Path, parts_dir: str, *args: Any) -> list[Any]:
+    """``task(src, span, dest, *args)`` for each span, results in order.
+
+    One span: done in this process, straight into ``out``. Several: done by worker
+    processes, each into a file of its own in ``parts_dir``, appended to ``out`` in order.
+    """
+    if len(spans) == 1:
+        return [task(src, spans[0], out, *args)]
+    parts = [Path(parts_dir) / str(i) for i in range(len(spans))]
+    with ProcessPoolExecutor(max_workers=len(spans)) as pool:
+        futures = [pool.submit(task, src, span, part, *args) for span, part in zip(spans, parts)]
+        results = [future.result() for future in futures]
+    with open(out, "ab") as joined:
+        for part in parts:
+            with open(part, "rb") as handle:
+                shutil.copyfileobj(handle, joined, 1 << 20)
+    return results
+
+
+def _tokenise_part(src: Path, span: tuple[int, int], dest: Path, scheme: str,
+                   count: bool) -> tuple[Counter | None, int, int]:
+    """Tokenise one part of a split into ``dest``: ``(word counts or None, lines, tokens)``."""
+    counter = Counter() if count else None
     n_lines = n_tokens = 0
-    with atomic_path(dest) as tmp:
-        with open(tmp, "w", encoding="utf-8") as out:
-            for block in iter_text_blocks(src):
-                text, block_lines, block_tokens = _tokenise_block(block, scheme, counter)
-                out.write(text)
-                n_lines += block_lines
-                n_tokens += block_tokens
+    with open(dest, "a", encoding="utf-8") as out:
+        for block in iter_text_blocks(src, span=span):
+            text, block_lines, block_tokens = _tokenise_block(block, scheme, counter)
+            out.write(text)
+            n_lines += block_lines
+            n_tokens += block_tokens
+    return counter, n_lines, n_tokens
+
+
+def _tokenise_split(src: Path, dest: Path, scheme: str, counter: Counter | None) -> int:
+    """Tokenise ``src`` into ``dest``, one line per line; count words into ``counter``
+    when given (train). Returns the number of tokens, ``<eos>`` included."""
+    with atomic_path(dest) as tmp, tempfile.TemporaryDirectory(
+            prefix=f".{dest.name}.parts-", dir=dest.parent) as parts_dir:
+        results = _in_parts(_tokenise_part, src, _spans(src), tmp, parts_dir, scheme,
+                            counter is not None)
+        n_lines = sum(lines for _, lines, _ in results)
+        n_tokens = sum(tokens for _, _, tokens in results)
         # Raised inside atomic_path, so no half-made file replaces a previous output.
         if counter is not None and n_tokens == n_lines:  # no lines, or only empty ones
             raise CorpusError(f"{src}: the split holds no words")
         if not n_lines:
             raise CorpusError(f"{src}: the split is empty")
+    if counter is not None:
+        for part_counter, _, _ in results:
+            counter.update(part_counter)
     return n_tokens
 
 
@@ -180,41 +265,49 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 def npy_header(dtype: np.dtype, length: int) -> bytes:
-    """The .npy header ``np.save`` writes for a 1-D array of ``length`` items of ``dtype``.
-
-    numpy pads the header so that the length can grow to 21 digits without changing its
-    size, which lets the header be rewritten in place once the length is known.
-    """
+    """The .npy header ``np.save`` writes for a 1-D array of ``length`` items of ``dtype``."""
     header = np.lib.format.header_data_from_array_1_0(np.empty(0, dtype))
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, {**header, "shape": (length,)})
     return buffer.getvalue()
 
 
-def _encode_split(src: Path, dest: Path, vocab: Vocabulary) -> dict[str, int]:
-    """Stream the tokens of ``src`` into the .npy file ``dest`` as ids; count them.
-
-    The ids go out block by block after a provisional header, which is rewritten with
-    the final length at the end: the file is byte for byte what ``np.save`` writes.
-    """
+def _encode_part(src: Path, span: tuple[int, int], dest: Path,
+                 vocab: Vocabulary) -> tuple[int, int, int]:
+    """Append the ids of one part of a tokens file to ``dest`` (raw, no header):
+    ``(tokens, ids that are <unk>, "<unk>" tokens in the text)``."""
     dtype, get, unk_id = id_dtype(len(vocab)), vocab.index.get, vocab.unk_id
     n_tokens = n_unk = unk_in_text = 0
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as out:
-            out.write(npy_header(dtype, 0))
-            for block in iter_text_blocks(src):
-                tokens = block.split()
-                # map() with two iterables calls index.get(token, unk_id) in C: a dict
-                # lookup per token and no Python-level loop.
-                ids = np.fromiter(map(get, tokens, repeat(unk_id)), dtype, len(tokens))
-                n_tokens += len(ids)
-                n_unk += int(np.count_nonzero(ids == unk_id))
-                unk_in_text += tokens.count(UNK)
-                ids.tofile(out)
-            if not n_tokens:
-                raise CorpusError(f"{src}: the split is empty")
-            out.seek(0)
-            out.write(npy_header(dtype, n_tokens))  # same size: the padding absorbs digits
+    with open(dest, "ab") as out:
+        for block in iter_text_blocks(src, span=span):
+            tokens = block.split()
+            # map() with two iterables calls index.get(token, unk_id) in C: a dict
+            # lookup per token and no Python-level loop.
+            ids = np.fromiter(map(get, tokens, repeat(unk_id)), dtype, len(tokens))
+            n_tokens += len(ids)
+            n_unk += int(np.count_nonzero(ids == unk_id))
+            unk_in_text += tokens.count(UNK)
+            ids.tofile(out)
+    return n_tokens, n_unk, unk_in_text
+
+
+def _encode_split(src: Path, dest: Path, vocab: Vocabulary) -> dict[str, int]:
+    """Encode the tokens of ``src`` as the .npy file ``dest``; count them.
+
+    The ids follow a provisional header, rewritten with the length once it is known
+    (numpy pads the header so that the length can grow to 21 digits without changing
+    its size): the file is byte for byte what ``np.save`` writes.
+    """
+    dtype = id_dtype(len(vocab))
+    with atomic_path(dest) as tmp, tempfile.TemporaryDirectory(
+            prefix=f".{dest.name}.parts-", dir=dest.parent) as parts_dir:
+        tmp.write_bytes(npy_header(dtype, 0))
+        results = _in_parts(_encode_part, src, _spans(src), tmp, parts_dir, vocab)
+        n_tokens, n_unk, unk_in_text = (sum(column) for column in zip(*results))
+        if not n_tokens:
+            raise CorpusError(f"{src}: the split is empty")
+        with open(tmp, "r+b") as out:
+            out.write(npy_header(dtype, n_tokens))
     return {"tokens": n_tokens, "unk": n_unk, "unk_in_text": unk_in_text}
 
 

@@ -101,7 +101,7 @@ def test_line_chunks_are_the_lines_of_the_whole_text(tmp_path):
     text = ("a b\r\nc\rd\n\n" + "long " * 40 + "\n\u00e9t\u00e9 \u2028 x\n" * 5 + "\n\nlast")
     path = tmp_path / "t.txt"
     path.write_bytes(text.encode("utf-8"))
-    chunks = list(iter_line_chunks(path, chunk_chars=16))
+    chunks = list(iter_line_chunks(path, chunk_bytes=16))
     assert len(chunks) >= 5  # read a block at a time, never as one list of all lines
     assert [line for chunk in chunks for line in chunk] == path.read_text().split("\n")
     path.write_text("x\n\n")
@@ -113,7 +113,7 @@ def test_line_chunks_are_the_lines_of_the_whole_text(tmp_path):
 def test_small_blocks_write_the_same_files_as_np_save(tiny_corpus, tmp_path, monkeypatch):
     outputs = {}
     for name, chunk in (("whole", 1 << 23), ("blocks", 50)):
-        monkeypatch.setattr(corpus, "CHUNK_CHARS", chunk)
+        monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk)
         out = tmp_path / name
         vocab, _ = tokenise_corpus(tiny_corpus, out / "tokens", out / "vocab.json",
                                    scheme="wikitext")
@@ -127,10 +127,31 @@ def test_small_blocks_write_the_same_files_as_np_save(tiny_corpus, tmp_path, mon
     assert outputs["blocks"][Path("ids/valid.npy")] == expected.getvalue()
 
 
+def test_parts_done_by_worker_processes_give_the_same_files(tmp_path, monkeypatch):
+    raw = write_tiny_corpus(tmp_path / "raw", sizes=(400, 60, 60))
+    # CRLF line ends, non-ASCII words and a line longer than a block, across the cuts.
+    lines = (raw / "train.txt").read_text().split("\n")
+    lines[100] = " " + " ".join(["\u00e9t\u00e9", "na\u00efve"] * 40) + " "
+    (raw / "train.txt").write_bytes("\r\n".join(lines).encode("utf-8"))
+    outputs = {}
+    for workers in (1, 3):
+        monkeypatch.setattr(corpus, "WORKERS", workers)
+        monkeypatch.setattr(corpus, "PARALLEL_BYTES", 0 if workers > 1 else 1 << 30)
+        monkeypatch.setattr(corpus, "CHUNK_BYTES", 256)
+        assert len(corpus._spans(raw / "train.txt")) == workers
+        out = tmp_path / str(workers)
+        vocab, _ = tokenise_corpus(raw, out / "tokens", out / "vocab.json", scheme="wikitext")
+        stats = tensorise_corpus(out / "tokens", vocab, out / "ids")
+        outputs[workers] = (stats, {p.relative_to(out): p.read_bytes()
+                                    for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outputs[3] == outputs[1] and len(outputs[1][1]) == 7  # no part files left over
+    assert "na\u00efve" in (tmp_path / "3" / "tokens" / "train.txt").read_text()
+
+
 def test_tokenise_and_tensorise_memory_does_not_follow_the_corpus(tmp_path, monkeypatch):
     raw = write_tiny_corpus(tmp_path / "raw", sizes=(40_000, 20, 20))
     size = (raw / "train.txt").stat().st_size  # about 1.2 MB
-    monkeypatch.setattr(corpus, "CHUNK_CHARS", 4096)
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 4096)
     tracemalloc.start()
     try:
         vocab, _ = tokenise_corpus(raw, tmp_path / "tok", tmp_path / "v.json", scheme="wikitext")
