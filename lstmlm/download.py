@@ -10,9 +10,11 @@ that 190 MB download is streamed to disk and, when interrupted, continued with H
 requests rather than started again.
 
 Nothing unverified ever lands in the output directory: downloads go to a temporary
-directory elsewhere, every split is verified there, and only then are the files copied
-in with :func:`lstmlm.files.atomic_path` (the copy itself is hashed again before the
-rename).
+directory elsewhere (WikiText-103's zip to a resume directory, when one is given), every
+split or zip is verified there, and only then are the files copied in with
+:func:`lstmlm.files.atomic_path` (a WikiText-2 copy is hashed again before the rename).
+The one exception is WikiText-103 given as extracted files in ``$WIKITEXT103_DIR``: no
+sums exist for them, so the tokenise stage's check of the published counts stands in.
 
 This module uses only the standard library (urllib) plus tqdm for the progress bar, and
 imports neither torch nor DVC.
