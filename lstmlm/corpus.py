@@ -13,7 +13,8 @@ and ids are appended to the .npy file block by block, so memory follows the voca
 ``PARALLEL_BYTES`` is cut at line starts into one part per CPU (``WORKERS``), done by
 worker processes and joined in order, so the files are the same whatever the number of
 parts. WikiText-103 (103M tokens) is tokenised and tensorised in a few hundred MB per
-process.
+process. Workers start from a fork server, so a script that calls these functions on
+such a split must guard its entry point with ``if __name__ == "__main__":``.
 
 The .npy files load by memory map, so a stage that reads them costs no parse time.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -186,6 +188,18 @@ def _spans(path: Path) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(0, size)]
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start: from a fork server, which starts once with this module
+    imported. Not by plain fork: numpy's and torch's threads make every caller
+    multi-threaded, and a child forked from a threaded process can deadlock. As with any
+    such start, the caller's ``__main__`` must guard its entry point (the stages do)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def _in_parts(task: Callable[..., Any], src: Path, spans: list[tuple[int, int]],
               out: Path, parts_dir: str, *args: Any) -> list[Any]:
     """``task(src, span, dest, *args)`` for each span, results in order.
@@ -196,7 +210,7 @@ def _in_parts(task: Callable[..., Any], src: Path, spans: list[tuple[int, int]],
     if len(spans) == 1:
         return [task(src, spans[0], out, *args)]
     parts = [Path(parts_dir) / str(i) for i in range(len(spans))]
-    with ProcessPoolExecutor(max_workers=len(spans)) as pool:
+    with ProcessPoolExecutor(len(spans), mp_context=_worker_context()) as pool:
         futures = [pool.submit(task, src, span, part, *args) for span, part in zip(spans, parts)]
         results = [future.result() for future in futures]
     with open(out, "ab") as joined:
