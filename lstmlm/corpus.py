@@ -107,19 +107,6 @@ def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
         yield rest
 
 
-def iter_line_chunks(path: Path, chunk_bytes: int | None = None) -> Iterator[list[str]]:
-    """Lines of a UTF-8 text file, without their line endings, a block of lines at a time.
-
-    Joined, the blocks are ``text.split("\\n")`` less the empty string after a final
-    newline: the newline that ends the file ends the last line; it opens no new one.
-    """
-    for block in iter_text_blocks(path, chunk_bytes):
-        lines = block.split("\n")
-        if lines[-1] == "":
-            lines.pop()
-        yield lines
-
-
 def _is_canonical_wikitext(block: str, words: list[str]) -> bool:
     """True when ``block`` is laid out as WikiText is: no whitespace but single spaces and
     newlines, the first line starting with a space, every line ending with one (an
@@ -258,7 +245,7 @@ def tokenise_corpus(raw_dir: Path, tokens_dir: Path, vocab_path: Path, *, scheme
                     min_freq: int = 1, max_size: int = 0) -> tuple[Vocabulary, dict[str, int]]:
     """Tokenise every split, build the vocabulary from train only, write both.
 
-    Streams each split (see :func:`iter_line_chunks`): memory holds one block of lines and
+    Streams each split (see :func:`iter_text_blocks`): memory holds a block of lines and
     the training word counts. Returns the vocabulary and the token count of each split.
     """
     counts: dict[str, int] = {}

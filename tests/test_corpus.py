@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, SHARED_WIKITEXT, write_tiny_corpus
 from lstmlm import corpus
 from lstmlm.corpus import (WIKITEXT2_TOKENS, WIKITEXT2_VOCAB_SIZE, CorpusError, id_dtype,
-                           iter_line_chunks, load_ids, tokenise_corpus, tensorise_corpus)
+                           iter_text_blocks, load_ids, tokenise_corpus, tensorise_corpus)
 from lstmlm.params import TokeniseParams
 from lstmlm.text import tokenise_lines
 from lstmlm.vocab import Vocabulary, build_vocabulary
@@ -95,19 +95,28 @@ def test_wikitext2_published_counts(tmp_path):
 # --------------------------------------------------------------------------- streaming
 
 
-def test_line_chunks_are_the_lines_of_the_whole_text(tmp_path):
+def block_lines(blocks: list[str]) -> list[str]:
+    lines = "".join(blocks).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def test_text_blocks_hold_the_lines_of_the_whole_text(tmp_path):
     # CRLF and CR line ends, empty lines, a line longer than a block, non-ASCII, a
     # Unicode line separator (not a line end here, as in str.split("\n")), no final newline.
     text = ("a b\r\nc\rd\n\n" + "long " * 40 + "\n\u00e9t\u00e9 \u2028 x\n" * 5 + "\n\nlast")
     path = tmp_path / "t.txt"
     path.write_bytes(text.encode("utf-8"))
-    chunks = list(iter_line_chunks(path, chunk_bytes=16))
-    assert len(chunks) >= 5  # read a block at a time, never as one list of all lines
-    assert [line for chunk in chunks for line in chunk] == path.read_text().split("\n")
+    blocks = list(iter_text_blocks(path, chunk_bytes=16))
+    assert len(blocks) >= 5  # read a block at a time, never the whole text at once
+    assert all(block.endswith("\n") for block in blocks[:-1])  # whole lines only
+    assert block_lines(blocks) == path.read_text().split("\n")
     path.write_text("x\n\n")
-    assert [line for chunk in iter_line_chunks(path, 1) for line in chunk] == ["x", ""]
+    assert block_lines(list(iter_text_blocks(path, 1))) == ["x", ""]
     path.write_text("")
-    assert list(iter_line_chunks(path)) == []
+    assert list(iter_text_blocks(path)) == []
+    with pytest.raises(CorpusError, match="not UTF-8"):
+        path.write_bytes(b"ok\ncaf\xe9\n")
+        list(iter_text_blocks(path))
 
 
 def test_small_blocks_write_the_same_files_as_np_save(tiny_corpus, tmp_path, monkeypatch):
