@@ -636,10 +636,16 @@ def _prepare_wikitext2(out_dir: Path, environ: Mapping[str, str], mirrors: tuple
 def _prepare_wikitext103(out_dir: Path, environ: Mapping[str, str],
                          mirrors: tuple[Mirror, ...], archive: tuple[str, int | None],
                          resume_dir: str | Path | None, http: dict[str, Any]) -> dict[str, Any]:
+    # The zip is kept in resume_dir (when given) until it is verified, so an interrupted
+    # run resumes; the 540 MB it extracts to are staged there too rather than in /tmp,
+    # which may be small or in memory. Either way outside out_dir, as for WikiText-2.
+    base = Path(resume_dir) if resume_dir is not None else None
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
     local = environ.get(WIKITEXT103_DIR_ENV, "")
     if local:
         directory = Path(local).expanduser()
-        with tempfile.TemporaryDirectory(prefix="lstmlm-download-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="lstmlm-download-", dir=base) as tmp:
             staged, verified = _from_wikitext103_dir(directory, Path(tmp), *archive)
             files = _install(staged, out_dir, None)
         return {"corpus": WIKITEXT103, "source": f"{WIKITEXT103_DIR_ENV}={directory}",
@@ -647,11 +653,8 @@ def _prepare_wikitext103(out_dir: Path, environ: Mapping[str, str],
 
     failures: list[str] = []
     for mirror in mirrors:
-        # Extracted outside out_dir, as for WikiText-2; the zip itself is kept in
-        # resume_dir (when given) until it is verified, so an interrupted run resumes.
-        with tempfile.TemporaryDirectory(prefix="lstmlm-download-") as tmp:
-            partial_dir = Path(resume_dir) if resume_dir is not None else Path(tmp)
-            partial_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="lstmlm-download-", dir=base) as tmp:
+            partial_dir = base if base is not None else Path(tmp)
             try:
                 staged = _wikitext103_from_mirror(mirror, Path(tmp), partial_dir, *archive,
                                                   **http)
