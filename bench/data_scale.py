@@ -10,8 +10,8 @@ WikiText-103's 267,735 (each size gets the same vocabulary, so the sizes differ 
 length only); valid and test are WikiText-2's, whose sizes WikiText-103 shares. Each
 stage runs as its own child process, as in the pipeline (interpreter start-up
 included); its peak RSS is read from the kernel (os.wait4) and, with its worker
-processes together, sampled from /proc. The 100M corpus takes about 1.5 GB of disk
-under --tmp while it is measured.
+processes together, sampled from /proc, as is their CPU time. The 100M corpus takes
+about 1.5 GB of disk under --tmp while it is measured.
 
 Targets on a 2-core CPU: 100M tokens in <= 90 s with peak RSS <= 2 GB, and time per
 token at 100M within 1.3x of that at 2M.
@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from data_speed import find_wikitext  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
 N_INVENTED = 236_000
 EVERY = 8  # one word in EVERY is replaced by an invented one
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -84,40 +85,46 @@ def make_corpus(wikitext: Path, directory: Path, million: int) -> None:
     (directory / "params.yaml").write_text("tokenise:\n  scheme: wikitext\n")
 
 
-def tree_rss(pid: int) -> int:
+def tree_usage(pid: int, cpu: dict[int, float]) -> int:
     """Resident memory (bytes) of a process and all its descendants now, from /proc
-    (pages shared between them counted in each: an upper bound)."""
+    (pages shared between them counted in each: an upper bound); records each one's CPU
+    time so far (s) in ``cpu``."""
     total, stack = 0, [pid]
     while stack:
         proc = stack.pop()
         try:
             with open(f"/proc/{proc}/statm") as statm:
                 total += int(statm.read().split()[1]) * PAGE
+            with open(f"/proc/{proc}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()  # after the command name
+            cpu[proc] = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
             with open(f"/proc/{proc}/task/{proc}/children") as children:
                 stack.extend(int(child) for child in children.read().split())
-        except (FileNotFoundError, ProcessLookupError, ValueError):
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
             continue  # the process ended meanwhile
     return total
 
 
 def measured(command: list[str], cwd: Path) -> dict:
-    """Run a stage as a child process: wall and CPU time (s), and peak RSS (bytes) of its
-    largest process (from the kernel) and of it with its workers together (sampled)."""
+    """Run a stage as a child process: wall time (s); CPU time (s) and peak RSS (bytes) of
+    it with its workers together (sampled from /proc), and peak RSS of its own process.
+
+    The workers are not the stage's children (a fork server starts them), so the
+    kernel's accounting for the stage (wait4) leaves them out: /proc is sampled instead.
+    """
     started = time.perf_counter()
     # This checkout's lstmlm, whatever the virtual environment has installed.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
-    peak_tree, done = [0], threading.Event()
+    peak_tree, cpu, done = [0], {}, threading.Event()
 
-    def sample() -> None:  # the stage's worker processes are not in the kernel's figure
+    def sample() -> None:
         while not done.wait(0.05):
-            peak_tree[0] = max(peak_tree[0], tree_rss(proc.pid))
+            peak_tree[0] = max(peak_tree[0], tree_usage(proc.pid, cpu))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    # wait4 gives this child's own usage (its peak RSS is the larger of its own and its
-    # workers', not their sum); CPU time includes the workers it waited for.
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     done.set()
@@ -125,7 +132,8 @@ def measured(command: list[str], cwd: Path) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         sys.exit(f"failed ({proc.returncode}): {' '.join(command)}")
-    return {"s": elapsed, "cpu": usage.ru_utime + usage.ru_stime,
+    cpu[proc.pid] = usage.ru_utime + usage.ru_stime  # exact for the stage's own process
+    return {"s": elapsed, "cpu": sum(cpu.values()),
             "rss": usage.ru_maxrss * 1024,  # KiB on Linux
             "tree_rss": max(peak_tree[0], usage.ru_maxrss * 1024)}
 
@@ -137,10 +145,9 @@ def measure_size(wikitext: Path, work: Path, million: int) -> dict:
     built = time.perf_counter() - started
     python = sys.executable
     tok = measured([python, str(ROOT / "stages/tokenise.py"), "--raw", "raw",
-                               "--tokens", "tokens", "--vocab", "vocab.json"], directory)
+                    "--tokens", "tokens", "--vocab", "vocab.json"], directory)
     ten = measured([python, str(ROOT / "stages/tensorise.py"), "--tokens", "tokens",
-                               "--vocab", "vocab.json", "--ids", "ids",
-                               "--metrics", "data.json"], directory)
+                    "--vocab", "vocab.json", "--ids", "ids", "--metrics", "data.json"], directory)
     stats = json.loads((directory / "data.json").read_text())
     tokens = sum(split["tokens"] for split in stats["splits"].values())
     return {"million": million, "tokens": tokens, "vocab": stats["vocab_size"],
@@ -164,9 +171,9 @@ def report(rows: list[dict]) -> None:
     print(f"time per token at {last['million']}M / at {first['million']}M: "
           f"{per_token[1] / per_token[0]:.2f}x (target <= 1.3x)")
     print("targets at 100M: <= 90 s, peak RSS <= 2048 MB. Each stage runs alone, start-up "
-          "included; CPU: user + system time of both stages and their workers (less "
-          "disturbed than wall time by other processes); RSS: peak of the largest process, "
-          "all: peak of a stage with its workers together (sampled every 50 ms)")
+          "included; CPU: user + system time of both stages and their workers, sampled "
+          "every 50 ms (less disturbed than wall time by other processes); RSS: peak of a "
+          "stage's own process, all: of a stage with its workers together (sampled)")
 
 
 def main() -> None:
