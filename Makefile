@@ -47,6 +47,7 @@ test-fast: $(TEST_STAMP)
 # Benchmarks on the real data (minutes, not a test). repro_speed needs `make pipeline` first.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_speed.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_scale.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/train_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/generate_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/repro_speed.py

@@ -1,14 +1,20 @@
-"""Fetch the raw corpus: WikiText-2 (verified by SHA-256) or a user's own text files.
+"""Fetch the raw corpus: WikiText-2 or WikiText-103 (verified by SHA-256), or a user's
+own text files.
 
 The output contract is one directory holding exactly ``train.txt``, ``valid.txt`` and
 ``test.txt`` (UTF-8). For WikiText-2 these are byte-identical to ``wiki.{split}.tokens``
 of the official ``wikitext-2-v1.zip`` and are checked against ``wikitext-2.sha256``,
-shipped beside this module.
+shipped beside this module. For WikiText-103 they are the same members of
+``wikitext-103-v1.zip``, whose own SHA-256 is checked (no per-file sums are published);
+that 190 MB download is streamed to disk and, when interrupted, continued with HTTP Range
+requests rather than started again.
 
 Nothing unverified ever lands in the output directory: downloads go to a temporary
-directory elsewhere, every split is verified there, and only then are the files copied
-in with :func:`lstmlm.files.atomic_path` (the copy itself is hashed again before the
-rename).
+directory elsewhere (WikiText-103's zip to a resume directory, when one is given), every
+split or zip is verified there, and only then are the files copied in with
+:func:`lstmlm.files.atomic_path` (a WikiText-2 copy is hashed again before the rename).
+The one exception is WikiText-103 given as extracted files in ``$WIKITEXT103_DIR``: no
+sums exist for them, so the tokenise stage's check of the published counts stands in.
 
 This module uses only the standard library (urllib) plus tqdm for the progress bar, and
 imports neither torch nor DVC.
@@ -46,9 +52,17 @@ WIKITEXT = "wikitext-2"
 WIKITEXT_DIR_ENV = "WIKITEXT_DIR"
 SUMS_FILE = "wikitext-2.sha256"
 
+WIKITEXT103 = "wikitext-103"
+WIKITEXT103_DIR_ENV = "WIKITEXT103_DIR"
+WIKITEXT103_ZIP = "wikitext-103-v1.zip"
+# The sum and size recorded for wikitext-103-v1.zip in huggingface/datasets' wikitext
+# dataset_infos.json (the same sum other dataset registries pin).
+WIKITEXT103_SHA256 = "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590"
+WIKITEXT103_BYTES = 190_229_076
+
 # A descriptive User-Agent: wikitext.smerity.com answers 403 to Python's default
 # "Python-urllib/3.x", so the default must never be sent.
-USER_AGENT = f"lstmlm/{__version__} (WikiText-2 downloader; +https://wikitext.smerity.com)"
+USER_AGENT = f"lstmlm/{__version__} (WikiText downloader; +https://wikitext.smerity.com)"
 
 # Names accepted for one split in a user's directory, in order of preference.
 SPLIT_NAMES = ("{split}.txt", "{split}.tokens", "wiki.{split}.tokens")
@@ -63,7 +77,7 @@ _CHUNK = 1 << 16
 class DownloadConfig:
     """The ``download`` section of params.yaml."""
 
-    corpus: str = spec("wikitext-2", doc="'wikitext-2', or a directory holding "
+    corpus: str = spec("wikitext-2", doc="'wikitext-2', 'wikitext-103', or a directory holding "
                        "train/valid/test text files (your own corpus)")
 
 
@@ -104,6 +118,12 @@ MIRRORS: tuple[Mirror, ...] = (
     # they are the official bytes, so a divergent copy is rejected, never used.
     Mirror("https://raw.githubusercontent.com/pytorch/examples/main/"
            "word_language_model/data/wikitext-2/{split}.txt", "files"),
+)
+
+# WikiText-103 v1: the author's re-hosted zip (the S3 original answers 403, as for
+# WikiText-2). Only whole-zip mirrors fit: the zip's SHA-256 is the one published sum.
+MIRRORS_103: tuple[Mirror, ...] = (
+    Mirror(f"https://wikitext.smerity.com/{WIKITEXT103_ZIP}", "zip"),
 )
 
 
@@ -170,88 +190,166 @@ def _classify(err: BaseException, timeout: float) -> _AttemptFailed:
     raise err
 
 
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``(first byte, total size)`` of a Content-Range header ("bytes 10-99/100",
+    "bytes */100"); None for what is absent or unreadable."""
+    unit, _, spec = (value or "").strip().partition(" ")
+    span, _, total = spec.partition("/")
+    first = span.partition("-")[0]
+    return (int(first) if unit == "bytes" and first.isdigit() else None,
+            int(total) if unit == "bytes" and total.isdigit() else None)
+
+
+def _body_start(response: Any, dest: Path, offset: int) -> int:
+    """The byte of the file where the response body starts: ``offset`` when the server
+    honoured our Range request (206 from that byte), 0 when it sent the whole file (200)."""
+    if offset and response.status == 206:
+        first, _ = _parse_content_range(response.headers.get("Content-Range"))
+        if first != offset:
+            dest.unlink(missing_ok=True)  # a range we cannot splice in: start again
+            raise _AttemptFailed(f"server resumed at byte {first}, not at {offset}", True)
+        return offset
+    return 0
+
+
+def _stream_body(response: Any, dest: Path, start: int, expected: int | None, *,
+                 progress: bool, desc: str) -> int:
+    """Write the body to ``dest`` from byte ``start`` on (append or overwrite); return the
+    number of body bytes written."""
+    bar = None
+    if progress and expected is not None:
+        from tqdm import tqdm  # imported here: only a real download needs it
+
+        bar = tqdm(total=start + expected, initial=start, unit="B", unit_scale=True,
+                   unit_divisor=1024, desc=desc, file=sys.stderr, leave=False)
+    received = 0
+    try:
+        with open(dest, "ab" if start else "wb") as out:
+            while block := response.read(_CHUNK):
+                out.write(block)
+                received += len(block)
+                if bar is not None:
+                    bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
+    return received
+
+
+def _range_not_satisfiable(err: urllib.error.HTTPError, dest: Path, offset: int) -> int:
+    """HTTP 416 to ``Range: bytes=offset-``: the partial file may already be complete."""
+    _, total = _parse_content_range(err.headers.get("Content-Range"))
+    if total == offset:
+        return offset
+    dest.unlink(missing_ok=True)  # longer than the file on the server: start again
+    raise _AttemptFailed(f"HTTP 416: the partial download ({offset} bytes) does not fit "
+                         f"the file on the server ({total} bytes); starting again", True)
+
+
 def _fetch_once(url: str, dest: Path, *, timeout: float, progress: bool) -> int:
-    """One GET of ``url`` into ``dest``; returns the byte count or raises _AttemptFailed."""
-    request = urllib.request.Request(url, headers={
-        "User-Agent": USER_AGENT,
-        # A compressed body would make Content-Length disagree with what we store.
-        "Accept-Encoding": "identity",
-    })
+    """One GET of ``url`` into ``dest``, continuing what ``dest`` holds (HTTP Range).
+
+    Returns the size of the complete file or raises _AttemptFailed; bytes received before
+    a failure stay in ``dest``, for the next attempt to continue.
+    """
+    offset = dest.stat().st_size if dest.exists() else 0
+    headers = {"User-Agent": USER_AGENT,
+               # A compressed body would make Content-Length disagree with what we store.
+               "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
     try:
         # ``timeout`` is the socket timeout: it bounds the connect and every single read,
         # so a server that accepts and then stalls fails after ``timeout`` seconds.
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            length_header = response.headers.get("Content-Length")
-            try:
-                expected = int(length_header) if length_header is not None else None
-            except ValueError:
-                expected = None
-            bar = None
-            if progress and expected is not None:
-                from tqdm import tqdm  # imported here: only a real download needs it
-
-                bar = tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
-                           desc=url.rsplit("/", 1)[-1], file=sys.stderr, leave=False)
-            received = 0
-            try:
-                with open(dest, "wb") as out:
-                    while block := response.read(_CHUNK):
-                        out.write(block)
-                        received += len(block)
-                        if bar is not None:
-                            bar.update(len(block))
-            finally:
-                if bar is not None:
-                    bar.close()
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=timeout) as response:
+            start = _body_start(response, dest, offset)
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length is not None and length.isdigit() else None
+            received = _stream_body(response, dest, start, expected, progress=progress,
+                                    desc=url.rsplit("/", 1)[-1])
     except urllib.error.HTTPError as err:
         err.close()
+        if err.code == 416 and offset:
+            return _range_not_satisfiable(err, dest, offset)
         raise _classify(err, timeout) from None
     except (OSError, http.client.HTTPException, ValueError) as err:
         raise _classify(err, timeout) from None
     # http.client returns b"" rather than raising when a server closes a
     # Content-Length response early, so the length must be checked here.
     if expected is not None and received != expected:
-        raise _AttemptFailed(f"truncated download: got {received} of {expected} bytes", True)
-    return received
+        raise _AttemptFailed(f"truncated download: got {start + received} of "
+                             f"{start + expected} bytes", True)
+    return start + received
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def fetch(url: str, dest: str | Path, *, timeout: float = 60.0, retries: int = 3,
-          backoff: float = 1.0, progress: bool = True) -> int:
-    """Download ``url`` to ``dest`` with retries; return the number of bytes written.
+          backoff: float = 1.0, progress: bool = True, resume: bool = False) -> int:
+    """Download ``url`` to ``dest`` with retries; return the size of the complete file.
+
+    A transfer cut short is continued where it stopped (an HTTP Range request; a server
+    that ignores Range sends the whole file again, which then replaces the partial one).
+    ``resume=True`` also continues what ``dest`` already holds from an earlier, interrupted
+    run; otherwise ``dest`` starts empty.
 
     A request is retried ``retries`` more times after a timeout, connection error,
-    truncated body or HTTP 5xx/408/429, sleeping ``backoff * 2**attempt`` seconds
-    between attempts. Other HTTP 4xx answers are final for this URL. Raises
-    :class:`DownloadError` naming the URL and the last reason.
+    truncated body or HTTP 5xx/408/429, sleeping ``backoff * 2**n`` seconds before the
+    n-th retry; a resumed request that moved the transfer forward uses up no retry, so a
+    server that drops the connection every few MB still delivers the whole file. Other
+    HTTP 4xx answers are final for this URL. Raises :class:`DownloadError` naming the URL
+    and the last reason.
     """
     dest = Path(dest)
-    attempts = retries + 1
-    for attempt in range(attempts):
+    if not resume:
+        dest.unlink(missing_ok=True)
+    failures = 0
+    while True:
+        before = _size(dest)
         try:
             return _fetch_once(url, dest, timeout=timeout, progress=progress)
         except _AttemptFailed as failed:
             if not failed.retryable:
                 raise DownloadError(f"{url}: {failed.reason}") from None
-            if attempt + 1 == attempts:
-                tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+            if 0 < before < _size(dest):
+                log.warning("%s: %s; resuming at byte %d", url, failed.reason, _size(dest))
+                continue
+            failures += 1
+            if failures > retries:
+                tries = "1 attempt" if failures == 1 else f"{failures} attempts"
                 raise DownloadError(f"{url}: {failed.reason} ({tries})") from None
-            delay = backoff * 2 ** attempt
+            delay = backoff * 2 ** (failures - 1)
             log.warning("%s: %s; retrying in %.3g s", url, failed.reason, delay)
             time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- verification
 
 
-def _hash_mismatch(what: str, got: str, expected: str) -> DownloadError:
+def _hash_mismatch(what: str, got: str, expected: str,
+                   name: str = "WikiText-2") -> DownloadError:
     return DownloadError(f"{what}: sha256 {got} does not match the expected {expected}; "
-                         "the file is damaged or is not WikiText-2 v1 (tokenised)")
+                         f"the file is damaged or is not {name} v1 (tokenised)")
 
 
-def _extract_verified(archive: Path, staging: Path, sums: Mapping[str, str],
+def _verify_archive(path: Path, sha256: str, size: int | None, what: str) -> None:
+    """Refuse a WikiText-103 zip whose size (checked first: cheap) or SHA-256 differs."""
+    got_size = path.stat().st_size
+    if size is not None and got_size != size:
+        raise DownloadError(f"{what}: {got_size:,} bytes, not the {size:,} of "
+                            f"{WIKITEXT103_ZIP}; the file is damaged or is not WikiText-103 v1")
+    got = sha256_file(path)
+    if got != sha256:
+        raise _hash_mismatch(what, got, sha256, "WikiText-103")
+
+
+def _extract_verified(archive: Path, staging: Path, sums: Mapping[str, str] | None,
                       label: str) -> dict[str, Path]:
-    """Extract and verify ``wiki.{split}.tokens`` from a downloaded zip into ``staging``."""
+    """Extract ``wiki.{split}.tokens`` from a zip into ``staging``; check each against
+    ``sums`` when given (else the archive was verified whole, and the CRC-32 suffices)."""
     try:
         with zipfile.ZipFile(archive) as zf:
             by_name = {Path(info.filename).name: info for info in zf.infolist()
@@ -266,8 +364,8 @@ def _extract_verified(archive: Path, staging: Path, sums: Mapping[str, str],
                 # ZipFile.open checks the member's CRC-32 as it reads, raising BadZipFile.
                 with zf.open(member) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out, _CHUNK)
-                got = sha256_file(target)
-                if got != sums[split]:
+                got = sha256_file(target) if sums is not None else None
+                if sums is not None and got != sums[split]:
                     raise _hash_mismatch(f"{label}: wiki.{split}.tokens", got, sums[split])
                 staged[split] = target
             return staged
@@ -374,14 +472,21 @@ def _origins(mirror: Mirror) -> dict[str, str]:
     return {s: mirror.url.format(split=s) for s in SPLITS}
 
 
-def _all_failed_message(failures: list[str]) -> str:
+def _all_failed_message(corpus: str, failures: list[str]) -> str:
     tried = "\n".join(f"  - {reason}" for reason in failures) or "  (no mirrors configured)"
+    if corpus == WIKITEXT103:
+        name, env, holding = "WikiText-103", WIKITEXT103_DIR_ENV, (
+            f"{WIKITEXT103_ZIP} (checked against its SHA-256) or the extracted "
+            "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens")
+    else:
+        name, env, holding = "WikiText-2", WIKITEXT_DIR_ENV, (
+            "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens "
+            "(checked against lstmlm/wikitext-2.sha256)")
     return (
-        "could not obtain WikiText-2 from any mirror:\n"
+        f"could not obtain {name} from any mirror:\n"
         f"{tried}\n"
-        "To use a local copy, point the stage at a directory holding wiki.train.tokens, "
-        "wiki.valid.tokens and wiki.test.tokens (checked against lstmlm/wikitext-2.sha256):\n"
-        f"  {WIKITEXT_DIR_ENV}=/path/to/wikitext-2 dvc repro\n"
+        f"To use a local copy, point the stage at a directory holding {holding}:\n"
+        f"  {env}=/path/to/{corpus} dvc repro\n"
         "or train on your own text files (copied without a checksum check) by setting in "
         "params.yaml:\n"
         "  download:\n"
@@ -389,12 +494,53 @@ def _all_failed_message(failures: list[str]) -> str:
     )
 
 
+def _from_wikitext103_dir(directory: Path, staging: Path, sha256: str,
+                          size: int | None) -> tuple[dict[str, Path], bool]:
+    """The splits of a local WikiText-103 copy, and whether they could be verified.
+
+    The official zip is verified against its SHA-256 and extracted into ``staging``.
+    Extracted files are accepted too, but no per-file sums are published for them: the
+    tokenise stage's check of the official counts is what vouches for them then.
+    """
+    label = f"{WIKITEXT103_DIR_ENV}={directory}"
+    if not directory.is_dir():
+        raise DownloadError(f"{label}: not a directory")
+    archive = directory / WIKITEXT103_ZIP
+    if archive.is_file():
+        _verify_archive(archive, sha256, size, f"{WIKITEXT103_DIR_ENV}: {archive}")
+        return _extract_verified(archive, staging, None, str(archive)), True
+    found = {split: _find_split(directory, split, WIKITEXT_NAMES) for split in SPLITS}
+    missing = [f"wiki.{split}.tokens" for split, path in found.items() if path is None]
+    if missing:
+        raise DownloadError(f"{label}: holds neither {WIKITEXT103_ZIP} nor the extracted "
+                            f"files (missing {', '.join(missing)})")
+    for path in found.values():
+        _check_utf8(path, f"{WIKITEXT103_DIR_ENV}: {path}")
+    return found, False
+
+
+def _wikitext103_from_mirror(mirror: Mirror, staging: Path, partial_dir: Path, sha256: str,
+                             size: int | None, **opts: Any) -> dict[str, Path]:
+    """Download the zip into ``partial_dir`` (continuing a partial one left there by an
+    interrupted run), verify it, and extract the splits into ``staging``."""
+    if mirror.kind != "zip":
+        raise ValueError(f"a WikiText-103 mirror must serve {WIKITEXT103_ZIP}: {mirror}")
+    archive = partial_dir / f"{WIKITEXT103_ZIP}.part"
+    fetch(mirror.url, archive, resume=True, **opts)
+    try:
+        _verify_archive(archive, sha256, size, mirror.url)
+    except DownloadError:
+        archive.unlink()  # never resume a file that failed its check: start afresh next time
+        raise
+    return _extract_verified(archive, staging, None, mirror.url)
+
+
 def _own_corpus(directory: Path) -> dict[str, Path]:
     """Locate and check the train/valid/test files of a user's own corpus directory."""
     if not directory.is_dir():
         raise DownloadError(
-            f"download.corpus: {str(directory)!r} is neither {WIKITEXT!r} nor an existing "
-            "directory of train/valid/test text files")
+            f"download.corpus: {str(directory)!r} is not {WIKITEXT!r}, {WIKITEXT103!r} or an "
+            "existing directory of train/valid/test text files")
     found: dict[str, Path] = {}
     missing: list[str] = []
     for split in SPLITS:
@@ -421,18 +567,29 @@ def _own_corpus(directory: Path) -> dict[str, Path]:
 
 def prepare_corpus(corpus: str, out_dir: str | Path, *,
                    environ: Mapping[str, str] = os.environ,
-                   mirrors: tuple[Mirror, ...] = MIRRORS,
+                   mirrors: tuple[Mirror, ...] | None = None,
                    sums: Mapping[str, str] | None = None,
+                   archive_sha256: str = WIKITEXT103_SHA256,
+                   archive_bytes: int | None = WIKITEXT103_BYTES,
+                   resume_dir: str | Path | None = None,
                    timeout: float = 60.0, retries: int = 3, backoff: float = 1.0,
                    progress: bool = True) -> dict[str, Any]:
     """Write ``train.txt``, ``valid.txt`` and ``test.txt`` into ``out_dir``.
 
     ``corpus == "wikitext-2"``: read the directory named by ``$WIKITEXT_DIR`` when set
-    (any bad or missing file is an error, not a fallback), else try ``mirrors`` in
-    order; every split is checked against ``sums`` (default: the official sums from
-    ``lstmlm/wikitext-2.sha256``) before anything is written. Any other value is a
-    directory of the user's own ``{split}.txt`` / ``{split}.tokens`` /
-    ``wiki.{split}.tokens`` files, copied as they are (UTF-8 checked, no checksum).
+    (any bad or missing file is an error, not a fallback), else try ``mirrors`` (default
+    :data:`MIRRORS`) in order; every split is checked against ``sums`` (default: the
+    official sums from ``lstmlm/wikitext-2.sha256``) before anything is written.
+
+    ``corpus == "wikitext-103"``: likewise with ``$WIKITEXT103_DIR`` (holding the zip, or
+    the extracted files, which cannot be checksummed) and ``mirrors`` (default
+    :data:`MIRRORS_103`); the zip must have ``archive_bytes`` bytes (None: any) and the
+    SHA-256 ``archive_sha256``. It is downloaded into ``resume_dir`` when given, where
+    an interrupted download stays and is continued by the next call; without it, into a
+    temporary directory.
+
+    Any other value is a directory of the user's own ``{split}.txt`` / ``{split}.tokens``
+    / ``wiki.{split}.tokens`` files, copied as they are (UTF-8 checked, no checksum).
 
     ``timeout`` (seconds) bounds every connect and read, ``retries`` and ``backoff``
     control retries of transient failures (see :func:`fetch`); ``progress`` shows a
@@ -442,12 +599,22 @@ def prepare_corpus(corpus: str, out_dir: str | Path, *,
     "sha256", "from"}}}``. Raises :class:`DownloadError` with a readable message.
     """
     out_dir = Path(out_dir)
-    if corpus != WIKITEXT:
-        sources = _own_corpus(Path(corpus).expanduser())
-        files = _install(sources, out_dir, None)
-        return {"corpus": corpus, "source": str(Path(corpus).expanduser()),
-                "verified": False, "files": files}
+    http = dict(timeout=timeout, retries=retries, backoff=backoff, progress=progress)
+    if corpus == WIKITEXT:
+        return _prepare_wikitext2(out_dir, environ, MIRRORS if mirrors is None else mirrors,
+                                  sums, http)
+    if corpus == WIKITEXT103:
+        return _prepare_wikitext103(out_dir, environ,
+                                    MIRRORS_103 if mirrors is None else mirrors,
+                                    (archive_sha256, archive_bytes), resume_dir, http)
+    sources = _own_corpus(Path(corpus).expanduser())
+    files = _install(sources, out_dir, None)
+    return {"corpus": corpus, "source": str(Path(corpus).expanduser()),
+            "verified": False, "files": files}
 
+
+def _prepare_wikitext2(out_dir: Path, environ: Mapping[str, str], mirrors: tuple[Mirror, ...],
+                       sums: Mapping[str, str] | None, http: dict[str, Any]) -> dict[str, Any]:
     sums = dict(load_sums() if sums is None else sums)
     if any(s not in sums for s in SPLITS):
         raise ValueError(f"sums must give a sha256 for each of {SPLITS}, got {sorted(sums)}")
@@ -456,7 +623,7 @@ def prepare_corpus(corpus: str, out_dir: str | Path, *,
     if local:
         directory = Path(local).expanduser()
         files = _install(_from_wikitext_dir(directory, sums), out_dir, sums)
-        return {"corpus": corpus, "source": f"{WIKITEXT_DIR_ENV}={directory}",
+        return {"corpus": WIKITEXT, "source": f"{WIKITEXT_DIR_ENV}={directory}",
                 "verified": True, "files": files}
 
     failures: list[str] = []
@@ -465,12 +632,46 @@ def prepare_corpus(corpus: str, out_dir: str | Path, *,
         # there; the directory and everything in it is removed on the way out.
         with tempfile.TemporaryDirectory(prefix="lstmlm-download-") as tmp:
             try:
-                staged = _from_mirror(mirror, Path(tmp), sums, timeout=timeout,
-                                      retries=retries, backoff=backoff, progress=progress)
+                staged = _from_mirror(mirror, Path(tmp), sums, **http)
             except DownloadError as err:
                 log.warning("mirror failed: %s", err)
                 failures.append(str(err))
                 continue
             files = _install(staged, out_dir, sums, _origins(mirror))
-        return {"corpus": corpus, "source": mirror.url, "verified": True, "files": files}
-    raise DownloadError(_all_failed_message(failures))
+        return {"corpus": WIKITEXT, "source": mirror.url, "verified": True, "files": files}
+    raise DownloadError(_all_failed_message(WIKITEXT, failures))
+
+
+def _prepare_wikitext103(out_dir: Path, environ: Mapping[str, str],
+                         mirrors: tuple[Mirror, ...], archive: tuple[str, int | None],
+                         resume_dir: str | Path | None, http: dict[str, Any]) -> dict[str, Any]:
+    # The zip is kept in resume_dir (when given) until it is verified, so an interrupted
+    # run resumes; the 540 MB it extracts to are staged there too rather than in /tmp,
+    # which may be small or in memory. Either way outside out_dir, as for WikiText-2.
+    base = Path(resume_dir) if resume_dir is not None else None
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    local = environ.get(WIKITEXT103_DIR_ENV, "")
+    if local:
+        directory = Path(local).expanduser()
+        with tempfile.TemporaryDirectory(prefix="lstmlm-download-", dir=base) as tmp:
+            staged, verified = _from_wikitext103_dir(directory, Path(tmp), *archive)
+            files = _install(staged, out_dir, None)
+        return {"corpus": WIKITEXT103, "source": f"{WIKITEXT103_DIR_ENV}={directory}",
+                "verified": verified, "files": files}
+
+    failures: list[str] = []
+    for mirror in mirrors:
+        with tempfile.TemporaryDirectory(prefix="lstmlm-download-", dir=base) as tmp:
+            partial_dir = base if base is not None else Path(tmp)
+            try:
+                staged = _wikitext103_from_mirror(mirror, Path(tmp), partial_dir, *archive,
+                                                  **http)
+            except DownloadError as err:
+                log.warning("mirror failed: %s", err)
+                failures.append(str(err))
+                continue
+            files = _install(staged, out_dir, None, _origins(mirror))
+            (partial_dir / f"{WIKITEXT103_ZIP}.part").unlink(missing_ok=True)
+        return {"corpus": WIKITEXT103, "source": mirror.url, "verified": True, "files": files}
+    raise DownloadError(_all_failed_message(WIKITEXT103, failures))

@@ -10,11 +10,12 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable
 
 from .errors import LstmlmError
-from .files import write_json
+from .files import write_text
 from .text import EOS, UNK
 
 FORMAT = "lstmlm-vocab/1"
@@ -67,8 +68,14 @@ class Vocabulary:
         return [self.words[i] for i in ids]
 
     def save(self, path: str | Path) -> None:
-        write_json(path, {"format": FORMAT, "scheme": self.scheme,
-                          "words": list(self.words), "counts": list(self.counts)})
+        """Write the JSON file: the text ``files.write_json`` gives (indent 2, sorted keys),
+        built by json's C encoder, since its indenting encoder is pure Python and takes
+        seconds for a WikiText-103 vocabulary."""
+        write_text(path, "".join([
+            '{\n  "counts": ', _json_list(list(self.counts)),
+            ',\n  "format": ', json.dumps(FORMAT),
+            ',\n  "scheme": ', json.dumps(self.scheme, ensure_ascii=False),
+            ',\n  "words": ', _json_list(list(self.words)), "\n}\n"]))
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
@@ -90,6 +97,15 @@ class Vocabulary:
         return cls(tuple(words), tuple(counts), raw.get("scheme", "wikitext"))
 
 
+def _json_list(items: list) -> str:
+    """A list as ``json.dumps(..., indent=2)`` writes it one level inside a dict."""
+    if not items:
+        return "[]"
+    # Strings are escaped, so the separator's newline can only appear between items.
+    body = json.dumps(items, ensure_ascii=False, separators=(",\n    ", ": "))
+    return "[\n    " + body[1:-1] + "\n  ]"
+
+
 def build_vocabulary(counts: Counter, *, min_freq: int = 1, max_size: int = 0,
                      scheme: str = "wikitext") -> Vocabulary:
     """Vocabulary from training counts: frequency order, ``<unk>`` and ``<eos>`` always in.
@@ -103,7 +119,10 @@ def build_vocabulary(counts: Counter, *, min_freq: int = 1, max_size: int = 0,
     for special in specials:
         if special not in counts:
             kept.append((special, 0))
-    kept.sort(key=lambda wc: (-wc[1], wc[0]))
+    # By count, most frequent first, ties alphabetically: two stable sorts with C keys,
+    # (reverse=True keeps ties in order), much faster than a Python key for 270k words.
+    kept.sort(key=itemgetter(0))
+    kept.sort(key=itemgetter(1), reverse=True)
     if max_size:
         if max_size < len(specials):
             raise VocabError(f"tokenise.max_size: {max_size} leaves no room for <unk> and <eos>")

@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lstmlm.download import (MIRRORS, SPLITS, USER_AGENT, DownloadError, Mirror, load_sums,
+from lstmlm.download import (MIRRORS, MIRRORS_103, SPLITS, USER_AGENT, WIKITEXT103_BYTES,
+                             WIKITEXT103_SHA256, DownloadError, Mirror, fetch, load_sums,
                              parse_sums, prepare_corpus)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,12 +40,12 @@ FAST = dict(sums=SUMS, timeout=0.5, retries=1, backoff=0.0, progress=False)
 NO_ENV: dict[str, str] = {}
 
 
-def make_zip(members: dict[str, bytes]) -> bytes:
+def make_zip(members: dict[str, bytes], folder: str = "wikitext-2") -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("wikitext-2/", b"")
+        zf.writestr(f"{folder}/", b"")
         for split, data in members.items():
-            zf.writestr(f"wikitext-2/wiki.{split}.tokens", data)
+            zf.writestr(f"{folder}/wiki.{split}.tokens", data)
     return buf.getvalue()
 
 
@@ -51,17 +53,51 @@ GOOD_ZIP = make_zip(FIXTURE_BYTES)
 BAD_ZIP = make_zip({**FIXTURE_BYTES, "valid": b" \n tampered . \n"})
 
 
+
+def random_text(n_lines: int, seed: int) -> bytes:
+    """WikiText-like lines of made-up words: text that compresses poorly."""
+    rng = random.Random(seed)
+    lines = (" " + " ".join("".join(rng.choices("abcdefghij", k=rng.randint(1, 9)))
+                            for _ in range(12)) + " \n" for _ in range(n_lines))
+    return "".join(lines).encode("utf-8")
+
+
+# A stand-in for wikitext-103-v1.zip (same layout, tens of KB), verified as a whole like
+# the real one.
+WT103_FIXTURE = {s: random_text(n, i) for i, (s, n) in enumerate(zip(SPLITS, (300, 40, 40)))}
+WT103_ZIP = make_zip(WT103_FIXTURE, "wikitext-103")
+# What /wt103-flaky.zip sends per answer before it hangs up: the zip takes four answers.
+FLAKY_BYTES = len(WT103_ZIP) // 4 + 1
+WT103_SUM = hashlib.sha256(WT103_ZIP).hexdigest()
+# The same size, one byte changed: only the checksum can tell.
+WT103_CORRUPT = WT103_ZIP[:100] + bytes([WT103_ZIP[100] ^ 0xFF]) + WT103_ZIP[101:]
+FAST_103 = dict(archive_sha256=WT103_SUM, archive_bytes=len(WT103_ZIP), timeout=0.5,
+                retries=1, backoff=0.0, progress=False)
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     """Routes: /good.zip, /bad.zip, /truncated.zip, /forbidden.zip, /error.zip,
-    /files/{split}.txt. Every request is logged on the server as (path, User-Agent)."""
+    /files/{split}.txt, and for WikiText-103 (HTTP Range honoured) /wt103.zip,
+    /wt103-corrupt.zip, /wt103-flaky.zip (each answer stops after FLAKY_BYTES) and
+    /wt103-norange.zip (Range ignored). Every request is logged on the server as
+    (path, User-Agent), its Range header in ``ranges``. ``server.cut_after`` set to n
+    makes the next /wt103.zip answer stop after n bytes (a dropped connection)."""
 
     def log_message(self, *args):  # keep pytest output clean
         pass
 
     def do_GET(self):
         self.server.requests.append((self.path, self.headers.get("User-Agent")))
+        self.server.ranges.append(self.headers.get("Range"))
         path = self.path
-        if path == "/good.zip":
+        if path in ("/wt103.zip", "/wt103-flaky.zip", "/wt103-corrupt.zip"):
+            body = WT103_CORRUPT if path == "/wt103-corrupt.zip" else WT103_ZIP
+            cut = FLAKY_BYTES if path == "/wt103-flaky.zip" else self.server.cut_after
+            self.server.cut_after = None
+            self._send_range(body, cut)
+        elif path == "/wt103-norange.zip":
+            self._send(200, WT103_ZIP)
+        elif path == "/good.zip":
             self._send(200, GOOD_ZIP)
         elif path == "/bad.zip":
             self._send(200, BAD_ZIP)
@@ -92,12 +128,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_range(self, body: bytes, cut: int | None) -> None:
+        """Answer ``Range: bytes=N-`` with 206 (416 past the end), anything else with 200;
+        with ``cut``, hang up after that many bytes of the promised body."""
+        start = 0
+        spec = self.headers.get("Range") or ""
+        if spec.startswith("bytes=") and spec.endswith("-"):
+            start = int(spec[len("bytes="):-1])
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        self.wfile.write(body[start:] if cut is None else body[start:start + cut])
+        self.wfile.flush()
+        self.close_connection = True
+
 
 @pytest.fixture(scope="module")
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     srv.requests = []
+    srv.ranges = []
+    srv.cut_after = None
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
@@ -139,6 +199,8 @@ def stall_url():
 def requests(server):
     srv, _ = server
     srv.requests.clear()
+    srv.ranges.clear()
+    srv.cut_after = None
     return srv.requests
 
 
@@ -325,6 +387,140 @@ def test_wikitext_dir_fixture_ok(tmp_path):
     assert_fixture_output(tmp_path / "raw")
 
 
+# --------------------------------------------------------------------------- WikiText-103
+
+
+def assert_wt103_output(out: Path) -> None:
+    assert split_files(out) == ["test.txt", "train.txt", "valid.txt"]
+    for split in SPLITS:
+        assert (out / f"{split}.txt").read_bytes() == WT103_FIXTURE[split]
+
+
+def test_wikitext103_defaults_are_the_published_zip():
+    assert WIKITEXT103_SHA256.startswith("242ba0f20b329cfd") and WIKITEXT103_BYTES == 190_229_076
+    assert [m.url for m in MIRRORS_103] == ["https://wikitext.smerity.com/wikitext-103-v1.zip"]
+
+
+def test_wikitext103_zip_from_a_mirror(server, requests, tmp_path):
+    _, base = server
+    out = tmp_path / "raw"
+    result = prepare_corpus("wikitext-103", out, environ=NO_ENV,
+                            mirrors=(Mirror(f"{base}/wt103.zip"),), **FAST_103)
+    assert_wt103_output(out)
+    assert result["corpus"] == "wikitext-103" and result["verified"] is True
+    assert result["files"]["train"]["from"] == f"{base}/wt103.zip [wiki.train.tokens]"
+    assert {ua for _, ua in requests} == {USER_AGENT}
+
+
+def test_wikitext103_interrupted_download_resumes(server, requests, tmp_path):
+    srv, base = server
+    out, partial = tmp_path / "raw", tmp_path / "resume"
+    opts = dict(environ=NO_ENV, mirrors=(Mirror(f"{base}/wt103.zip"),), resume_dir=partial,
+                **{**FAST_103, "retries": 0})
+    half = len(WT103_ZIP) // 2
+    srv.cut_after = half  # the first answer breaks off half-way
+    with pytest.raises(DownloadError, match=f"got {half} of {len(WT103_ZIP)} bytes"):
+        prepare_corpus("wikitext-103", out, **opts)
+    assert (partial / "wikitext-103-v1.zip.part").read_bytes() == WT103_ZIP[:half]
+    assert split_files(out) == []
+    prepare_corpus("wikitext-103", out, **opts)  # the next run asks for the rest only
+    assert_wt103_output(out)
+    assert srv.ranges == [None, f"bytes={half}-"]
+    assert split_files(partial) == []  # the zip is gone once verified and installed
+
+
+def test_dropped_connections_that_make_progress_use_up_no_retry(server, requests, tmp_path):
+    srv, base = server
+    dest = tmp_path / "wt103.zip"
+    size = fetch(f"{base}/wt103-flaky.zip", dest, timeout=0.5, retries=1, backoff=0.0,
+                 progress=False)
+    assert size == len(WT103_ZIP) and dest.read_bytes() == WT103_ZIP
+    # Four answers, each cut short but the last: one retry would not cover them.
+    assert srv.ranges == [None] + [f"bytes={i * FLAKY_BYTES}-" for i in (1, 2, 3)]
+
+
+def test_wikitext103_corrupt_download_is_refused_and_not_kept(server, requests, tmp_path):
+    _, base = server
+    out, partial = tmp_path / "raw", tmp_path / "resume"
+    with pytest.raises(DownloadError) as info:
+        prepare_corpus("wikitext-103", out, environ=NO_ENV, resume_dir=partial,
+                       mirrors=(Mirror(f"{base}/wt103-corrupt.zip"),), **FAST_103)
+    message = str(info.value)
+    assert hashlib.sha256(WT103_CORRUPT).hexdigest() in message and WT103_SUM in message
+    assert "does not match" in message and "not WikiText-103 v1" in message
+    assert "WIKITEXT103_DIR=/path/to/wikitext-103 dvc repro" in message
+    assert split_files(out) == [] and split_files(partial) == []  # the next run starts afresh
+    with pytest.raises(DownloadError, match=f"{len(WT103_ZIP):,} bytes, not the"):
+        prepare_corpus("wikitext-103", out, environ=NO_ENV,
+                       mirrors=(Mirror(f"{base}/wt103.zip"),),
+                       **{**FAST_103, "archive_bytes": len(WT103_ZIP) + 1})
+    assert split_files(out) == []
+
+
+def test_wikitext103_complete_partial_zip_is_not_fetched_again(server, requests, tmp_path):
+    srv, base = server
+    partial = tmp_path / "resume"
+    partial.mkdir()
+    # A run that was stopped after the download, before the check.
+    (partial / "wikitext-103-v1.zip.part").write_bytes(WT103_ZIP)
+    prepare_corpus("wikitext-103", tmp_path / "raw", environ=NO_ENV, resume_dir=partial,
+                   mirrors=(Mirror(f"{base}/wt103.zip"),), **FAST_103)
+    assert_wt103_output(tmp_path / "raw")
+    assert srv.ranges == [f"bytes={len(WT103_ZIP)}-"]  # answered 416: nothing left to send
+
+
+def test_server_ignoring_range_replaces_the_partial_file(server, requests, tmp_path):
+    srv, base = server
+    partial = tmp_path / "resume"
+    partial.mkdir()
+    (partial / "wikitext-103-v1.zip.part").write_bytes(b"stale bytes")
+    prepare_corpus("wikitext-103", tmp_path / "raw", environ=NO_ENV, resume_dir=partial,
+                   mirrors=(Mirror(f"{base}/wt103-norange.zip"),), **FAST_103)
+    assert_wt103_output(tmp_path / "raw")
+    assert srv.ranges == ["bytes=11-"]
+
+
+def wikitext103_dir(directory: Path, zip_bytes: bytes | None = None) -> Path:
+    """A local WikiText-103 copy: the zip when given, else the extracted files."""
+    directory.mkdir()
+    if zip_bytes is not None:
+        (directory / "wikitext-103-v1.zip").write_bytes(zip_bytes)
+    else:
+        for split, data in WT103_FIXTURE.items():
+            (directory / f"wiki.{split}.tokens").write_bytes(data)
+    return directory
+
+
+def test_wikitext103_dir_with_the_zip(tmp_path):
+    local = wikitext103_dir(tmp_path / "wt103", WT103_ZIP)
+    out = tmp_path / "raw"
+    # A mirror that would fail loudly proves the local copy is used, not the network.
+    result = prepare_corpus("wikitext-103", out, environ={"WIKITEXT103_DIR": str(local)},
+                            mirrors=(Mirror("http://127.0.0.1:9/never.zip"),), **FAST_103)
+    assert_wt103_output(out)
+    assert result["verified"] is True and result["source"] == f"WIKITEXT103_DIR={local}"
+
+
+def test_wikitext103_dir_with_a_corrupt_zip_fails(tmp_path):
+    local = wikitext103_dir(tmp_path / "wt103", WT103_CORRUPT)
+    with pytest.raises(DownloadError, match="wikitext-103-v1.zip: sha256 .* does not match"):
+        prepare_corpus("wikitext-103", tmp_path / "raw",
+                       environ={"WIKITEXT103_DIR": str(local)}, mirrors=(), **FAST_103)
+    assert split_files(tmp_path / "raw") == []
+
+
+def test_wikitext103_dir_with_extracted_files(tmp_path):
+    local = wikitext103_dir(tmp_path / "wt103")
+    result = prepare_corpus("wikitext-103", tmp_path / "raw",
+                            environ={"WIKITEXT103_DIR": str(local)}, mirrors=(), **FAST_103)
+    assert_wt103_output(tmp_path / "raw")
+    assert result["verified"] is False  # no published per-file sums; tokenise checks counts
+    (local / "wiki.valid.tokens").unlink()
+    with pytest.raises(DownloadError, match="neither wikitext-103-v1.zip nor .*wiki.valid"):
+        prepare_corpus("wikitext-103", tmp_path / "raw2",
+                       environ={"WIKITEXT103_DIR": str(local)}, mirrors=(), **FAST_103)
+
+
 # --------------------------------------------------------------------------- own corpus
 
 
@@ -358,7 +554,7 @@ def test_own_corpus_empty_or_absent_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DownloadError, match="the directory is empty"):
         prepare_corpus(str(tmp_path / "empty"), tmp_path / "raw", mirrors=())
-    with pytest.raises(DownloadError, match="neither 'wikitext-2' nor an existing directory"):
+    with pytest.raises(DownloadError, match="is not 'wikitext-2', 'wikitext-103' or an existing directory"):
         prepare_corpus(str(tmp_path / "nowhere"), tmp_path / "raw", mirrors=())
 
 
@@ -376,11 +572,13 @@ def test_own_corpus_rejects_non_utf8(tmp_path):
 # --------------------------------------------------------------------------- stage script
 
 
-def run_stage(cwd: Path, params: str, *args: str) -> subprocess.CompletedProcess:
+def run_stage(cwd: Path, params: str, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(params)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.pop("WIKITEXT_DIR", None)
+    env.pop("WIKITEXT103_DIR", None)
+    env.update(env_vars)
     return subprocess.run([sys.executable, str(ROOT / "stages" / "download.py"), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
@@ -408,3 +606,22 @@ def test_stage_own_corpus(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert_fixture_output(tmp_path / "data" / "raw")
     assert "from mine" in proc.stdout and "data/raw/train.txt" in proc.stdout
+
+
+def test_stage_wikitext103_checks_the_published_zip_sum(tmp_path):
+    local = wikitext103_dir(tmp_path / "wt103", WT103_ZIP)  # not the real zip
+    proc = run_stage(tmp_path, "download:\n  corpus: wikitext-103\n",
+                     WIKITEXT103_DIR=str(local))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: WIKITEXT103_DIR: ") and "Traceback" not in proc.stderr
+    assert f"not the {WIKITEXT103_BYTES:,} of wikitext-103-v1.zip" in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_stage_wikitext103_extracted_files_are_flagged_unverified(tmp_path):
+    local = wikitext103_dir(tmp_path / "wt103")
+    proc = run_stage(tmp_path, "download:\n  corpus: wikitext-103\n",
+                     WIKITEXT103_DIR=str(local))
+    assert proc.returncode == 0, proc.stderr
+    assert_wt103_output(tmp_path / "data" / "raw")
+    assert "not checksummed" in proc.stdout and "tokenise stage checks the counts" in proc.stdout

@@ -1,5 +1,6 @@
 """Tokenisation schemes, detokenisation and the vocabulary."""
 
+import json
 import random
 from collections import Counter
 
@@ -180,3 +181,17 @@ def test_vocabulary_load_rejects_a_file_without_its_lists(tmp_path):
     (tmp_path / "w.json").write_text('{"format": "lstmlm-vocab/1", "words": [1], "counts": [1]}')
     with pytest.raises(VocabError, match="not a string"):
         Vocabulary.load(tmp_path / "w.json")
+
+
+def test_vocabulary_file_is_the_indented_json_of_before(tmp_path):
+    # Words that JSON must escape, non-ASCII and ", " inside a word; ties in the counts.
+    words = ['q"x', "a, b", "\\", "été", "tab\there", "z", "a"]
+    counts = Counter({w: n for w, n in zip(words, (9, 7, 7, 3, 3, 3, 1))} | {EOS: 5})
+    vocab = build_vocabulary(counts, scheme="basic_english")
+    assert vocab.words == ('q"x', "\\", "a, b", EOS, "tab\there", "z", "été", "a", UNK)
+    vocab.save(tmp_path / "v.json")
+    expected = json.dumps({"format": "lstmlm-vocab/1", "scheme": "basic_english",
+                           "words": list(vocab.words), "counts": list(vocab.counts)},
+                          indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert (tmp_path / "v.json").read_text(encoding="utf-8") == expected
+    assert Vocabulary.load(tmp_path / "v.json") == vocab
