@@ -62,7 +62,9 @@ def tiny_ids(tmp_path):
     vocab, _ = tokenise_corpus(tmp_path / "raw", tmp_path / "tokens", tmp_path / "vocab.json",
                                scheme="wikitext")
     tensorise_corpus(tmp_path / "tokens", vocab, tmp_path / "ids")
-    params = {"model": TINY_MODEL, "train": {**TINY_TRAIN, "epochs": 400}}
+    # Long enough to be still training whenever a test signals it (no early stop).
+    params = {"model": TINY_MODEL,
+              "train": {**TINY_TRAIN, "epochs": 400, "early_stop_patience": 400}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 
