@@ -87,7 +87,8 @@ def main() -> int:
     settings = [
         ("temperature 0.8, top-p 0.95 (sample defaults)",
          SamplingOptions(words=args.words, temperature=0.8, top_p=0.95, seed=0)),
-        (f"temperature 1{fast}", SamplingOptions(words=args.words, temperature=1.0, seed=0)),
+        (f"temperature 1{fast}",
+         SamplingOptions(words=args.words, temperature=1.0, top_p=1.0, seed=0)),
         ("greedy (temperature 0)", SamplingOptions(words=args.words, temperature=0.0)),
     ]
     ids, _ = generator.encode_prompt(args.prompt)
