@@ -13,6 +13,7 @@ on the output, and optional DropConnect on the hidden-to-hidden weights.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -102,6 +103,15 @@ def embedding_dropout(embed: nn.Embedding, ids: torch.Tensor, p: float,
         return x
     mask = embed.weight.new_empty(embed.weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
     return x * mask[ids]
+
+
+def _in_fp32(method):
+    """Run an output-layer method on fp32 features with autocast switched off."""
+    @functools.wraps(method)
+    def wrapper(self, features: torch.Tensor, *args):
+        with torch.autocast(features.device.type, enabled=False):
+            return method(self, features.float(), *args)
+    return wrapper
 
 
 class LSTMLanguageModel(nn.Module):
@@ -195,40 +205,39 @@ class LSTMLanguageModel(nn.Module):
 
     # ------------------------------------------------------------------ output layer
 
-    # The output layer always runs in fp32, outside any autocast region: its logits and
-    # log-softmax are where low precision costs the most (a loss of ~5 nats in bf16 keeps
-    # two significant digits), and validation picks the checkpoint on these numbers.
+    # The output layer always runs in fp32, outside any autocast region (``_in_fp32``): its
+    # logits and log-softmax are where low precision costs the most (a loss of ~5 nats in
+    # bf16 keeps two significant digits), and validation picks the checkpoint on them.
 
+    @_in_fp32
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood (nats, fp32) of targets (T, B) given features
         (T, B, D)."""
-        with torch.autocast(features.device.type, enabled=False):
-            flat = features.float().reshape(-1, features.size(-1))
-            targets = targets.reshape(-1)
-            if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
-                return self.decoder(flat, targets).loss
-            return F.cross_entropy(self.decoder(flat), targets)
+        flat, targets = features.reshape(-1, features.size(-1)), targets.reshape(-1)
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.decoder(flat, targets).loss
+        return F.cross_entropy(self.decoder(flat), targets)
 
+    @_in_fp32
     def target_log_probs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(target) per position, (T, B), fp32; with an adaptive softmax only the
         target's cluster is computed, never the full distribution."""
-        with torch.autocast(features.device.type, enabled=False):
-            flat = features.float().reshape(-1, features.size(-1))
-            if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
-                out = self.decoder(flat, targets.reshape(-1)).output
-            else:
-                out = -F.cross_entropy(self.decoder(flat), targets.reshape(-1), reduction="none")
-            return out.reshape(targets.shape)
+        flat = features.reshape(-1, features.size(-1))
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            out = self.decoder(flat, targets.reshape(-1)).output
+        else:
+            out = -F.cross_entropy(self.decoder(flat), targets.reshape(-1), reduction="none")
+        return out.reshape(targets.shape)
 
+    @_in_fp32
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """Full log-distribution over the vocabulary, fp32: (..., D) -> (..., V)."""
-        with torch.autocast(features.device.type, enabled=False):
-            flat = features.float().reshape(-1, features.size(-1))
-            if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
-                out = self.decoder.log_prob(flat)
-            else:
-                out = F.log_softmax(self.decoder(flat), dim=-1)
-            return out.reshape(*features.shape[:-1], -1)
+        flat = features.reshape(-1, features.size(-1))
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            out = self.decoder.log_prob(flat)
+        else:
+            out = F.log_softmax(self.decoder(flat), dim=-1)
+        return out.reshape(*features.shape[:-1], -1)
 
 
 def detach_state(state: State) -> State:

@@ -143,7 +143,10 @@ def parse_section(name: str, raw: Mapping[str, Any] | None, cls: type):
     except ParamsError:
         raise
     except (TypeError, ValueError) as err:  # a config class's own check, in its words
-        raise ParamsError(f"{name}: {err}") from None
+        message = str(err)
+        if not message.startswith(f"{name}."):
+            message = f"{name}: {message}"
+        raise ParamsError(message) from None
 
 
 def check_fields(config: Any, section: str) -> None:

@@ -76,6 +76,11 @@ class TrainConfig:
     threads: int = spec(0, low=0, doc="CPU threads; 0 uses every core")
     nproc: int = spec(1, low=1, doc="processes under torchrun")
 
+    def __post_init__(self) -> None:
+        if self.batch_size % self.nproc:
+            raise ValueError(f"train.batch_size: {self.batch_size} does not split over "
+                             f"train.nproc {self.nproc} processes; use a multiple of it")
+
 
 class TrainingDiverged(LstmlmError, RuntimeError):
     """The loss became NaN or infinite."""
@@ -302,13 +307,18 @@ class Trainer:
         """Keep a new best found between epoch ends (schedules still act per epoch)."""
         valid_loss = self.validate()
         self.net.train()
+        if self.keep_if_best(valid_loss, self.progress.epoch + 1) and self.on_best is not None:
+            self.on_best(valid_loss)
+
+    def keep_if_best(self, valid_loss: float, epoch: int) -> bool:
+        """Snapshot the evaluated weights when ``valid_loss`` is a new best."""
         p = self.progress
-        if valid_loss < p.best_valid_loss:
-            p.best_valid_loss, p.best_epoch = valid_loss, p.epoch + 1
-            p.best_weights = {k: v.detach().cpu().clone()
-                              for k, v in self.eval_model.state_dict().items()}
-            if self.on_best is not None:
-                self.on_best(valid_loss)
+        if valid_loss >= p.best_valid_loss:
+            return False
+        p.best_valid_loss, p.best_epoch = valid_loss, epoch
+        p.best_weights = {k: v.detach().cpu().clone()
+                          for k, v in self.eval_model.state_dict().items()}
+        return True
 
     def _seed_epoch(self) -> None:
         """Under DDP, dropout masks differ per rank, and the RNG at an epoch's start
@@ -350,11 +360,7 @@ class Trainer:
         c, p = self.config, self.progress
         p.epoch += 1
         p.valid_losses.append(valid_loss)
-        is_best = valid_loss < p.best_valid_loss
-        if is_best:
-            p.best_valid_loss, p.best_epoch = valid_loss, p.epoch
-            p.best_weights = {k: v.detach().cpu().clone()
-                              for k, v in self.eval_model.state_dict().items()}
+        is_best = self.keep_if_best(valid_loss, p.epoch)
         improved = p.best_epoch == p.epoch  # at its end, or mid-epoch (validate_every)
         p.epochs_since_best = 0 if improved else p.epochs_since_best + 1
         # Plateau: cut the rate once lr_patience epochs in a row brought no new best.

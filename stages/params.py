@@ -38,9 +38,6 @@ def check_machine(params: dict, vocab_path: Path) -> None:
     train, model = params["train"], params["model"]
     device = pick_device(train.device)
     set_cpu_threads(train.threads, train.nproc)
-    if train.batch_size % train.nproc:
-        raise LstmlmError(f"train.batch_size: {train.batch_size} does not split over "
-                          f"train.nproc {train.nproc} processes; use a multiple of it")
     vocab_size = DEFAULT_VOCAB_SIZE
     if vocab_path.is_file():
         from lstmlm.vocab import Vocabulary

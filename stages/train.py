@@ -80,9 +80,6 @@ def main() -> int | None:
     stop_with_parents()  # killing DVC ends this run too, not only DVC
     if "LOCAL_RANK" in os.environ:  # a worker under torchrun: the launcher holds the lock
         return train(args, params)
-    if params["train"].batch_size % params["train"].nproc:
-        raise LstmlmError(f"train.batch_size: {params['train'].batch_size} does not split "
-                          f"over train.nproc {params['train'].nproc} processes; use a multiple")
     with RunLock(args.resume_dir):
         if params["train"].nproc > 1:
             return launch_torchrun(params["train"].nproc)
