@@ -183,7 +183,8 @@ def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, lr: float, d
     ``keep_features``, the features (N, B, D) for a cache on top. The model is not
     changed (a copy adapts); the hidden state is carried across segments."""
     model = copy.deepcopy(model).eval()
-    model.encoder.weight.requires_grad_(False)
+    if model.encoder is not None:  # an untied table: V x D dense gradients, for little gain
+        model.encoder.weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     trained = [p.detach().clone() for p in params]
     device = next(model.parameters()).device

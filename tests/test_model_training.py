@@ -13,6 +13,7 @@ from lstmlm.batching import batchify
 from lstmlm.evaluation import evaluate_loss
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import parse_section
+from lstmlm.resources import parameter_count
 from lstmlm.training import TrainConfig, Trainer, TrainingDiverged
 
 torch.set_num_threads(1)
@@ -47,9 +48,10 @@ def test_batchify_lays_out_contiguous_streams():
         batchify(np.arange(5), 4)
 
 
-@pytest.mark.parametrize("output, tie", [("adaptive", False), ("full", False), ("full", True)])
+@pytest.mark.parametrize("output, tie", [("adaptive", False), ("adaptive", True),
+                                         ("full", False), ("full", True)])
 def test_shapes_and_proper_distributions(output, tie):
-    model = tiny_model(output=output, tie_weights=tie, emb=12, hidden=20)
+    model = tiny_model(output=output, tie_weights=tie, emb=12, hidden=20, div_value=2.0)
     model.eval()
     ids = torch.randint(0, 60, (7, 3))
     features, state = model(ids)[:2]
@@ -62,8 +64,49 @@ def test_shapes_and_proper_distributions(output, tie):
     targets = torch.randint(0, 60, (7, 3))
     nll = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
     assert torch.allclose(model.loss(features, targets), nll, atol=1e-5)
-    if tie:
+    if tie and output == "full":
         assert model.decoder.weight is model.encoder.weight
+    if tie and output == "adaptive":  # the input embedding is the softmax's weights
+        assert model.encoder is None
+
+
+def test_adaptive_input_reads_each_words_vectors_from_its_softmax_cluster():
+    """Tied adaptive input (Baevski & Auli 2019): a head word's vector is its head row;
+    a tail word's is its cluster row mapped back by the transposed projection."""
+    model = tiny_model(tie_weights=True, emb=16, hidden=24, cutoffs=[20, 40], div_value=2.0)
+    head, (proj1, words1), (proj2, words2) = (model.decoder.head, *model.decoder.tail)
+    assert (proj1.weight.shape, words1.weight.shape) == ((8, 16), (20, 8))
+    assert (proj2.weight.shape, words2.weight.shape) == ((4, 16), (20, 4))
+    ids = torch.tensor([[3, 19], [20, 39], [40, 59]])  # the edges of the three bands
+    vectors = model.embed(ids)
+    assert vectors.shape == (3, 2, 16)
+    expected = torch.stack([
+        torch.stack([head.weight[3], head.weight[19]]),
+        torch.stack([words1.weight[0] @ proj1.weight, words1.weight[19] @ proj1.weight]),
+        torch.stack([words2.weight[0] @ proj2.weight, words2.weight[19] @ proj2.weight])])
+    assert torch.allclose(vectors, expected)
+    # Gradients reach exactly the rows that were read, and nothing else.
+    model.embed(torch.tensor([[45]])).sum().backward()
+    touched = words2.weight.grad.abs().sum(1).nonzero().flatten().tolist()
+    assert touched == [5] and words1.weight.grad is None and head.weight.grad is None
+    assert proj2.weight.grad.abs().sum() > 0
+    # No separate table: the count the memory check uses, and less than untied.
+    n = sum(p.numel() for p in model.parameters())
+    assert n == parameter_count(model.config, 60)
+    untied = tiny_model(emb=16, hidden=24, cutoffs=[20, 40], div_value=2.0)
+    assert n < sum(p.numel() for p in untied.parameters()) - 60 * 16 / 2
+
+
+@pytest.mark.parametrize("init", ["seed", "torch"])
+def test_forget_gate_bias_sets_the_f_gate_and_nothing_else(init):
+    model = tiny_model(init=init, forget_gate_bias=1.0)
+    for lstm in model.lstms:
+        total = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+        i, f, g, o = total.chunk(4)
+        assert torch.equal(f, torch.ones(24))
+        if init == "seed":
+            assert torch.count_nonzero(torch.cat([i, g, o])) == 0
+    assert torch.count_nonzero(tiny_model(forget_gate_bias=0.0).lstms[0].bias_ih_l0) == 0
 
 
 def test_seed_initialisation():
@@ -211,32 +254,46 @@ def test_loss_and_validation_are_fp32_whatever_the_autocast_setting(tiny_data):
     trainer = make_trainer(tiny_data, epochs=1)
     model = trainer.model.eval()
     ids = trainer.valid_data[:9]
-    out = model(ids[:-1])
-    reference = model.loss(out.features, ids[1:])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = model(ids[:-1])
         loss = model.loss(low.features, ids[1:])
         target = model.target_log_probs(low.features, ids[1:])
         valid = trainer.validate()
-    assert low.top.dtype == torch.float32  # the LSTMs ignore autocast too
+    assert low.top.dtype == torch.bfloat16  # on a CPU the LSTMs follow autocast
     assert loss.dtype == torch.float32 and target.dtype == torch.float32
     assert valid == trainer.validate()  # validation ignores an enclosing autocast
-    # The output layer ran in fp32 (bf16 logits would be ~1e-2 off).
-    assert torch.allclose(loss, reference, atol=1e-6)
+    # The output layer ran in fp32 on the same features (bf16 logits would be ~1e-2 off).
+    assert torch.allclose(loss, model.loss(low.features.float(), ids[1:]), atol=1e-6)
 
 
-@pytest.mark.parametrize("precision", ["tf32", "fp32"])
+@pytest.mark.parametrize("precision", ["tf32", "fp32", "bf16"])
 def test_a_training_step_keeps_loss_and_gradients_in_fp32(tiny_data, precision):
     from lstmlm.training import set_precision
 
     set_precision(precision)
     trainer = make_trainer(tiny_data, epochs=1, precision=precision)
     inputs, targets = trainer.train_data[:8], trainer.train_data[1:9]
-    loss, _ = trainer.train_step(inputs, targets, trainer.model.init_state(inputs.size(1)), 0.01)
+    loss, state = trainer.train_step(inputs, targets, trainer.model.init_state(inputs.size(1)),
+                                     0.01)
     assert loss.dtype == torch.float32
     assert all(p.grad.dtype == torch.float32 for p in trainer.model.parameters()
                if p.grad is not None)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    # bf16: the LSTMs ran in bfloat16 (their state comes out so); otherwise fp32 throughout.
+    low = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert all(h.dtype == low and c.dtype == low for h, c in state)
     set_precision("tf32")
+
+
+def test_bf16_training_learns_and_validates_in_fp32(tiny_data):
+    """A bf16 run ends close to the fp32 one: same data, seed and steps."""
+    finals = {}
+    for precision in ("fp32", "bf16"):
+        trainer = make_trainer(tiny_data, epochs=3, precision=precision)
+        history = trainer.fit()
+        assert history[-1].valid_loss < history[0].valid_loss
+        finals[precision] = history[-1].valid_loss
+    assert finals["bf16"] == pytest.approx(finals["fp32"], rel=0.03)
 
 
 # --------------------------------------------------------------------------- AR/TAR, NT-ASGD

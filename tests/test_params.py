@@ -86,7 +86,7 @@ BAD = [
     ("model", {"cutoffs": []}, r"model\.cutoffs"),
     ("model", {"cutoffs": [0, 5]}, r"model\.cutoffs: .*positive"),
     ("model", {"cutoffs": "2000"}, r"model\.cutoffs: '2000' .*list"),
-    ("model", {"tie_weights": True, "output": "adaptive"}, r"model\.tie_weights: .*full"),
+    ("model", {"hidden": 32, "div_value": 8.0}, r"model\.div_value: 8 .*width 0"),
     ("model", {"tie_weights": "yes"}, r"model\.tie_weights: 'yes' .*true or false"),
     ("model", {"hiden": 512}, r"model\.hiden: unknown key; did you mean 'model\.hidden'"),
     ("model", {"dropout": 0.1}, r"model\.dropout: unknown key; did you mean 'model\..*_dropout'"),
