@@ -39,7 +39,7 @@ class ModelConfig:
     the model (with the vocabulary size, which comes from the data, not from params)."""
 
     emb: int = spec(256, low=1, doc="embedding width")
-    hidden: int = spec(256, low=1, doc="LSTM width")
+    hidden: int = spec(512, low=1, doc="LSTM width")
     layers: int = spec(1, low=1, high=8)
     input_dropout: float = spec(0.25, low=0.0, high=1.0, high_open=True,
                                 doc="locked dropout on the embeddings")
@@ -51,7 +51,7 @@ class ModelConfig:
                                doc="drops whole words (embedding rows)")
     weight_dropout: float = spec(0.0, low=0.0, high=1.0, high_open=True,
                                  doc="DropConnect on the hidden-to-hidden weights")
-    tie_weights: bool = spec(False, doc="share the input embedding with the output layer "
+    tie_weights: bool = spec(True, doc="share the input embedding with the output layer "
                              "(with output adaptive: adaptive input embeddings)")
     output: str = spec("adaptive", choices=("adaptive", "full"))
     cutoffs: list[int] = spec([2000, 10000],

@@ -60,9 +60,13 @@ class TrainConfig:
                             doc="schedule plateau: multiply the rate by this on a plateau")
     lr_patience: int = spec(0, low=0, doc="schedule plateau: epochs without improvement first")
     early_stop_patience: int = spec(3, low=1)
-    averaging: str = spec("none", choices=("none", "ntasgd"),
-                          doc="ntasgd: average the weights once valid stops improving")
+    averaging: str = spec("none", choices=("none", "ntasgd", "swa"),
+                          doc="ntasgd: average the weights once valid stops improving; "
+                          "swa: from train.average_from on")
     nonmono: int = spec(5, low=1, doc="averaging ntasgd: epochs to look back")
+    average_from: float = spec(0.75, low=0.0, high=1.0, high_open=True,
+                               doc="averaging swa: the share of train.epochs after which "
+                               "every step's weights join a uniform average")
     activation_reg: float = spec(0.0, low=0.0, doc="AR: alpha * mean(dropped top output^2)")
     temporal_activation_reg: float = spec(0.0, low=0.0,
                                           doc="TAR: beta * mean((h_t - h_{t-1})^2)")
@@ -71,10 +75,11 @@ class TrainConfig:
     max_minutes: float = spec(0.0, low=0.0, doc="wall-clock budget; 0 means none")
     seed: int = spec(1234, low=0, high=2**63 - 1)
     device: str = spec("auto", choices=("auto", "cpu", "cuda"))
-    precision: str = spec("tf32", choices=("tf32", "fp32", "bf16"),
+    precision: str = spec("auto", choices=("auto", "tf32", "fp32", "bf16"),
                           doc="tf32: TensorFloat-32 matrix products on CUDA (fp32 on a CPU); "
-                          "bf16: also bfloat16 autocast for the model's body, which on a CPU "
-                          "with AMX runs the LSTMs 2x faster; the loss stays fp32")
+                          "bf16: also bfloat16 autocast for the model's body (on a CPU the "
+                          "LSTMs too; the loss stays fp32); auto: bf16 on a CPU with AMX, "
+                          "else tf32")
     threads: int = spec(0, low=0, doc="CPU threads; 0 uses every core")
     nproc: int = spec(1, low=1, doc="processes under torchrun")
 
@@ -127,11 +132,20 @@ def set_cpu_threads(threads: int, processes: int = 1, key: str = "train.threads"
     return n
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on a CPU with AMX matrix units, where bfloat16 LSTMs train 1.4x
+    faster for the same perplexity (docs/quality.md); tf32 everywhere else."""
+    if precision != "auto":
+        return precision
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16" if device.type == "cpu" and has_amx else "tf32"
+
+
 def set_precision(precision: str) -> None:
     """TF32 for training's matrix products and cuDNN's LSTM on CUDA (fp32 storage,
     inputs rounded to 10 mantissa bits, fp32 accumulation), for tf32 and bf16.
     Evaluation turns it off (``evaluation.full_precision``); on a CPU it changes nothing."""
-    allow = precision in ("tf32", "bf16")
+    allow = precision != "fp32"
     torch.backends.cuda.matmul.allow_tf32 = allow
     torch.backends.cudnn.allow_tf32 = allow
 
@@ -189,15 +203,14 @@ class LossForward(nn.Module):
     uses (the adaptive softmax's tail clusters are skipped when no target falls in them).
     The objective adds AR/TAR to the loss; the loss alone is what is reported."""
 
-    def __init__(self, model: LSTMLanguageModel, config: TrainConfig):
+    def __init__(self, model: LSTMLanguageModel, config: TrainConfig, bf16: bool):
         super().__init__()
-        self.model, self.config = model, config
+        self.model, self.config, self.bf16 = model, config, bf16
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, state: State):
-        # train.precision bf16: the embedding, LSTMs and dropouts under bfloat16 autocast
-        # (weights and optimiser stay fp32); the loss always leaves it (model.loss).
-        with torch.autocast(inputs.device.type, dtype=torch.bfloat16,
-                            enabled=self.config.precision == "bf16"):
+        # bf16: the embedding, LSTMs and dropouts under bfloat16 autocast (weights and
+        # optimiser stay fp32); the loss always leaves it (model.loss).
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(inputs, state)
         loss = self.model.loss(out.features, targets)
         return loss, loss + activation_penalty(out, self.config), out.state
@@ -253,7 +266,9 @@ class Trainer:
         self.rank, self.world_size = rank, world_size
         self.train_data, self.valid_data = split_streams(
             train_ids, valid_ids, config.batch_size, rank, world_size, device)
-        self.net = wrap_model(LossForward(self.model, config), device, world_size)
+        self.precision = resolve_precision(config.precision, device)
+        self.net = wrap_model(LossForward(self.model, config, self.precision == "bf16"),
+                              device, world_size)
         self.progress_bar = progress_bar and rank == 0
         self.optimizer = make_optimizer(model, config, device)
         self.average: torch.optim.swa_utils.AveragedModel | None = None
@@ -300,6 +315,7 @@ class Trainer:
         for step, (i, seq_len) in enumerate(batch_starts(self.train_data.size(0), c.bptt,
                                                          c.variable_bptt, self.rng)):
             inputs, targets = get_batch(self.train_data, i, seq_len, self.device)
+            self.start_swa_if_due(i)
             if not c.stateful:
                 state = self.model.init_state(batch)
             loss, state = self.train_step(inputs, targets, state, self.step_lr(i, seq_len))
@@ -383,6 +399,14 @@ class Trainer:
     def start_averaging(self) -> None:
         """From now on keep a uniform average of the weights after every step."""
         self.average = torch.optim.swa_utils.AveragedModel(self.model, use_buffers=True)
+
+    def start_swa_if_due(self, row: int) -> None:
+        """averaging swa: start the average at train.average_from of the epochs."""
+        c, p = self.config, self.progress
+        done = p.epoch + row / (self.train_data.size(0) - 1)
+        if c.averaging == "swa" and not p.averaging and done >= c.average_from * c.epochs:
+            p.averaging = True
+            self.start_averaging()
 
     def fit(self, on_epoch: Callable[[EpochRecord, bool], None] | None = None,
             deadline: float | None = None) -> list[EpochRecord]:

@@ -93,7 +93,8 @@ def train(args, params: dict) -> None:
     trainer = build_trainer(args, vocab, model_config, train_config, rank, world_size)
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"train: {sum(p.numel() for p in trainer.model.parameters()) / 1e6:.1f}M parameters "
-        f"on {trainer.device}" + (f", {world_size} processes" if world_size > 1 else ""))
+        f"on {trainer.device}, {trainer.precision}"
+        + (f", {world_size} processes" if world_size > 1 else ""))
     run_id = fingerprint({k: dataclasses.asdict(v) for k, v in params.items()}, vocab.sha256,
                          args.ids)
     resume = ResumeFile(args.resume_dir, run_id, say)

@@ -51,7 +51,7 @@ def adaptive_model(seed: int = 0) -> tuple[LSTMLanguageModel, torch.Tensor]:
     """Vocabulary 60, cutoffs [10, 30], and features h under which the head words hold
     0.4 of the mass and each tail cluster 0.3, with far from uniform clusters."""
     torch.manual_seed(seed)
-    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, cutoffs=[10, 30],
+    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, tie_weights=False, cutoffs=[10, 30],
                                           div_value=2.0), 60).eval()
     with torch.no_grad():
         for param in model.decoder.parameters():
@@ -229,7 +229,7 @@ def test_top_k_and_top_p_restrict_the_support():
 @pytest.mark.parametrize("output", ["adaptive", "full"])
 def test_greedy_top_k_1_and_tiny_top_p_give_the_argmax(output):
     torch.manual_seed(2)
-    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, output=output,
+    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, tie_weights=False, output=output,
                                           cutoffs=[10, 30]), 60).eval()
     generator = Generator(model, word_vocab(60))
     rng = random.Random(0)
@@ -262,7 +262,7 @@ def test_greedy_adaptive_looks_into_the_tails():
 def unk_loving_model(output: str, vocab: Vocabulary) -> LSTMLanguageModel:
     """A model that puts ~90% of the mass on <unk>, wherever its id lies."""
     torch.manual_seed(3)
-    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, output=output,
+    model = LSTMLanguageModel(ModelConfig(emb=8, hidden=16, layers=1, tie_weights=False, output=output,
                                           cutoffs=[10, 30]), len(vocab)).eval()
     unk = vocab.unk_id
     with torch.no_grad():

@@ -189,9 +189,10 @@ def test_divergence_stops_with_a_clear_message(tiny_data):
         trainer.fit()
 
 
-def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path):
+@pytest.mark.parametrize("tie", [False, True])
+def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path, tie):
     vocab = tiny_data[0]
-    model = tiny_model(len(vocab))
+    model = tiny_model(len(vocab), tie_weights=tie)
     save_checkpoint(tmp_path / "m.pt", model, vocab, "v.json", {"epoch": 3})
     payload = torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled code inside
     assert payload["vocab"]["sha256"] == vocab.sha256
@@ -199,8 +200,11 @@ def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path):
     vocab.save(tmp_path / "v.json")
     loaded, loaded_vocab, info = load(tmp_path / "m.pt", tmp_path / "v.json")
     assert loaded_vocab == vocab and info == {"epoch": 3}
+    assert model.state_dict().keys() == loaded.state_dict().keys()
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+    ids = torch.randint(0, len(vocab), (6, 2))
+    assert torch.equal(model.eval()(ids).features, loaded.eval()(ids).features)
 
 
 def test_checkpoint_errors_are_clear(tiny_data, tmp_path):
@@ -285,6 +289,16 @@ def test_a_training_step_keeps_loss_and_gradients_in_fp32(tiny_data, precision):
     set_precision("tf32")
 
 
+def test_auto_precision_is_bf16_on_a_cpu_with_amx_only(monkeypatch):
+    from lstmlm.training import resolve_precision
+
+    for amx, expected in ((True, "bf16"), (False, "tf32")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert resolve_precision("auto", torch.device("cpu")) == expected
+        assert resolve_precision("auto", torch.device("cuda")) == "tf32"
+        assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
 def test_bf16_training_learns_and_validates_in_fp32(tiny_data):
     """A bf16 run ends close to the fp32 one: same data, seed and steps."""
     finals = {}
@@ -315,7 +329,7 @@ def test_ar_and_tar_add_their_defined_penalties_to_the_objective():
     assert torch.allclose(activation_penalty(out, config), expected)
     assert not torch.equal(out.top, out.top_dropped)  # AR reads the dropped output
     torch.manual_seed(0)
-    loss, objective, _ = LossForward(model, config)(ids, ids, None)
+    loss, objective, _ = LossForward(model, config, bf16=False)(ids, ids, None)
     assert torch.allclose(objective - loss, expected, rtol=1e-4)
     off = parse_section("train", TINY_TRAIN, TrainConfig)
     assert activation_penalty(out, off) == 0.0
@@ -355,6 +369,27 @@ def test_ntasgd_switches_after_nonmono_epochs_and_saves_and_evaluates_the_averag
     trainer.progress.best_valid_loss = float("inf")
     trainer.end_epoch(trainer.validate())
     assert torch.equal(trainer.progress.best_weights["encoder.weight"], averaged.detach())
+
+
+def test_swa_averages_every_step_from_its_share_of_the_epochs_on(tiny_data):
+    trainer = make_trainer(tiny_data, epochs=4, averaging="swa", average_from=0.5,
+                           early_stop_patience=10)
+    step, snapshots, steps_at_start = trainer.train_step, [], []
+
+    def recording_step(*args):
+        out = step(*args)
+        if trainer.average is not None:
+            snapshots.append(trainer.model.encoder.weight.detach().clone())
+        return out
+
+    trainer.train_step = recording_step
+    on_epoch = lambda record, best: steps_at_start.append(trainer.progress.steps)  # noqa: E731
+    trainer.fit(on_epoch)
+    # Epochs 3 and 4 (the second half), every step and only those.
+    assert len(snapshots) == steps_at_start[3] - steps_at_start[1] > 0
+    assert int(trainer.average.n_averaged) == len(snapshots)
+    assert torch.allclose(trainer.eval_model.encoder.weight, torch.stack(snapshots).mean(0),
+                          atol=1e-6)
 
 
 def test_ntasgd_resumes_with_its_average(tiny_data):
