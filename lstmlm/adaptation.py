@@ -18,9 +18,10 @@ before t only (tests/test_adaptation.py perturbs tokens to check it).
 
 - Dynamic evaluation (Krause et al. 2018, arXiv:1709.07432). The stream is read in
   segments; each is scored first, then the weights take one SGD step on its loss, pulled
-  back toward the trained weights:  θ ← θ - lr ∇ + decay (θ_0 - θ).  The embedding stays
-  frozen (its gradient would be a dense vocab × emb tensor every step, for words that are
-  mostly seen once; with tied weights this freezes the output matrix too).
+  back toward the trained weights:  θ ← θ - lr ∇ + decay (θ_0 - θ).  An untied embedding
+  table stays frozen (its gradient would be a dense vocab × emb tensor every step, for
+  words that are mostly seen once; tied to a full softmax, the output matrix with it).
+  With adaptive input tied to the adaptive softmax (the default) every weight adapts.
 
 Layouts are those of lstmlm.batching: a split is a (T, B) stream, B columns read in
 parallel; row i of the targets is row i + 1 of the stream. Scores are per position:

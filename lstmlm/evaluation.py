@@ -30,11 +30,11 @@ class EvaluateConfig:
     # Adapted perplexities, reported beside the static ones (lstmlm.adaptation); both
     # run on the streams above (valid batch_size, test test_batch_size columns).
     cache_window: int = spec(3785, low=0, doc="neural cache: positions remembered; 0: off")
-    cache_thetas: list[float] = spec([0.3, 0.662, 1.0],
+    cache_thetas: list[float] = spec([0.1, 0.2, 0.3, 0.662, 1.0],
                                      doc="neural cache: θ grid (> 0), chosen on valid")
     cache_lambdas: list[float] = spec([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5],
                                       doc="neural cache: λ grid in [0, 1], chosen on valid")
-    dynamic_lr: float = spec(0.3, low=0.0, doc="dynamic evaluation: SGD step size; 0: off")
+    dynamic_lr: float = spec(0.6, low=0.0, doc="dynamic evaluation: SGD step size; 0: off")
     dynamic_decay: float = spec(0.01, low=0.0, high=1.0,
                                 doc="dynamic evaluation: pull back toward the trained weights")
     dynamic_segment: int = spec(20, low=1, doc="dynamic evaluation: tokens per update")
