@@ -34,7 +34,7 @@ class EvaluateConfig:
                                      doc="neural cache: θ grid (> 0), chosen on valid")
     cache_lambdas: list[float] = spec([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5],
                                       doc="neural cache: λ grid in [0, 1], chosen on valid")
-    dynamic_lr: float = spec(0.6, low=0.0, doc="dynamic evaluation: SGD step size; 0: off")
+    dynamic_lr: float = spec(0.3, low=0.0, doc="dynamic evaluation: SGD step size; 0: off")
     dynamic_decay: float = spec(0.01, low=0.0, high=1.0,
                                 doc="dynamic evaluation: pull back toward the trained weights")
     dynamic_segment: int = spec(20, low=1, doc="dynamic evaluation: tokens per update")

@@ -45,7 +45,7 @@ COSINE_FLOOR = 0.05
 class TrainConfig:
     """The ``train`` section of params.yaml."""
 
-    epochs: int = spec(10, low=1)
+    epochs: int = spec(8, low=1)
     batch_size: int = spec(32, low=1)
     bptt: int = spec(70, low=1)
     variable_bptt: bool = spec(False, doc="draw each batch's length around bptt (AWD-LSTM)")
