@@ -33,6 +33,8 @@ def test_the_tour_notebook_runs_on_a_tiny_model(tiny_checkpoint, monkeypatch):
     text = "\n".join(outputs(cell) for cell in notebook.cells if cell.cell_type == "code")
     assert "'didn', \"'t\"" in text and "'York', '@-@', 'based'" in text  # tokens
     assert "a g m s" in text  # the (T, B) picture
-    assert "-> features (20, 10, 24)" in text  # the forward pass on the tiny model (hidden 24)
+    # The forward pass on the tiny model: tied (the default), so the features have the
+    # embedding width 16, projected down from the LSTM width 24.
+    assert "-> features (20, 10, 16)" in text
     assert "perplexity" in text
     assert text.count("temperature ") >= 5 and "A cat" in text
