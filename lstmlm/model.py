@@ -85,6 +85,11 @@ class ModelConfig:
                              f"must be below the vocabulary size {vocab_size}")
 
     @property
+    def tied_adaptive(self) -> bool:
+        """Tied to an adaptive softmax: the input embedding is the softmax's weights."""
+        return self.tie_weights and self.output == "adaptive"
+
+    @property
     def out_dim(self) -> int:
         """Width of the features fed to the output layer."""
         return self.emb if self.tie_weights else self.hidden
@@ -157,8 +162,7 @@ class LSTMLanguageModel(nn.Module):
         c = config
         # With a tied adaptive softmax the input embedding is the softmax's own weights
         # (``adaptive_input``), so there is no separate table.
-        self.tied_adaptive = c.tie_weights and c.output == "adaptive"
-        self.encoder = None if self.tied_adaptive else nn.Embedding(vocab_size, c.emb)
+        self.encoder = None if c.tied_adaptive else nn.Embedding(vocab_size, c.emb)
         self.lstms = nn.ModuleList(
             nn.LSTM(c.emb if i == 0 else c.hidden, c.hidden) for i in range(c.layers))
         # Tying needs features of width emb: project the top layer when hidden != emb.

@@ -27,7 +27,7 @@ def parameter_count(config: ModelConfig, vocab_size: int) -> int:
     """Parameters of LSTMLanguageModel(config, vocab_size), computed without building it."""
     c = config
     # A tied adaptive softmax is also the input embedding: no table of its own.
-    count = 0 if c.tie_weights and c.output == "adaptive" else vocab_size * c.emb
+    count = 0 if c.tied_adaptive else vocab_size * c.emb
     for layer in range(c.layers):
         inputs = c.emb if layer == 0 else c.hidden
         count += 4 * c.hidden * (inputs + c.hidden + 2)
