@@ -289,11 +289,13 @@ def test_a_training_step_keeps_loss_and_gradients_in_fp32(tiny_data, precision):
     set_precision("tf32")
 
 
-def test_auto_precision_is_bf16_on_a_cpu_with_amx_only(monkeypatch):
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bfloat16_instructions(monkeypatch):
     from lstmlm.training import resolve_precision
 
-    for amx, expected in ((True, "bf16"), (False, "tf32")):
+    for amx, avx512_bf16, expected in ((True, True, "bf16"), (False, True, "bf16"),
+                                       (False, False, "tf32")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
         assert resolve_precision("auto", torch.device("cpu")) == expected
         assert resolve_precision("auto", torch.device("cuda")) == "tf32"
         assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
