@@ -17,11 +17,19 @@ before t only (tests/test_adaptation.py perturbs tokens to check it).
   θ and λ are chosen on valid and applied unchanged to test.
 
 - Dynamic evaluation (Krause et al. 2018, arXiv:1709.07432). The stream is read in
-  segments; each is scored first, then the weights take one SGD step on its loss, pulled
-  back toward the trained weights:  θ ← θ - lr ∇ + decay (θ_0 - θ).  An untied embedding
-  table stays frozen (its gradient would be a dense vocab × emb tensor every step, for
-  words that are mostly seen once; tied to a full softmax, the output matrix with it).
-  With adaptive input tied to the adaptive softmax (the default) every weight adapts.
+  segments; each is scored first, then the weights take one step on its loss with
+  Krause et al.'s RMS rule, per weight w:
+
+      w ← w - lr ∇w / (rms_w + ε) + min(1, decay rms_w / r̄) (w_0 - w)
+
+  rms_w is the root mean square of w's gradient over a slice of the training text
+  (``gradient_rms``) and r̄ the mean of the weight tensors' mean RMS. Weights whose
+  gradient is usually small take larger steps relative to it, and weights that move a
+  lot in training are pulled back harder toward the trained w_0, which keeps the
+  adaptation local to recent text. An untied embedding table stays frozen (its gradient
+  would be a dense vocab × emb tensor every step, for words that are mostly seen once;
+  tied to a full softmax, the output matrix with it). With adaptive input tied to the
+  adaptive softmax (the default) every weight adapts.
 
 Layouts are those of lstmlm.batching: a split is a (T, B) stream, B columns read in
 parallel; row i of the targets is row i + 1 of the stream. Scores are per position:
@@ -43,7 +51,7 @@ from typing import Callable
 
 import torch
 
-from .batching import get_batch
+from .batching import batchify, get_batch
 from .evaluation import EvaluateConfig, perplexity
 from .model import LSTMLanguageModel, detach_state
 
@@ -166,29 +174,72 @@ def choose_cache(model_lp: torch.Tensor, cache_lp: torch.Tensor, thetas: list[fl
 # --------------------------------------------------------------------------- dynamic evaluation
 
 
-@torch.no_grad()
-def _step_toward(params: list[torch.Tensor], grads, trained: list[torch.Tensor],
-                 lr: float, decay: float) -> None:
-    """θ ← θ - lr ∇ + decay (θ_0 - θ): down the segment's loss, and back a little toward
-    the trained weights so that the adaptation stays local to recent text."""
-    for p, g, p0 in zip(params, grads, trained):
-        p.lerp_(p0, decay)  # p + decay (p0 - p), in one pass
-        if g is not None:  # None: unused by the segment (an adaptive-softmax tail cluster)
-            p.sub_(g, alpha=lr)
+# Krause et al.'s batch for the gradient statistics: B = 100 training streams.
+STAT_STREAMS = 100
 
 
-def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, lr: float, decay: float,
+def adapted_weights(model: LSTMLanguageModel) -> list[torch.nn.Parameter]:
+    """The weights dynamic evaluation changes: all but an untied embedding table."""
+    return [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+
+
+def gradient_rms(model: LSTMLanguageModel, train: torch.Tensor, segment: int,
+                 batches: int) -> list[torch.Tensor]:
+    """RMS of each adapted weight's gradient (same shapes as ``adapted_weights``) over
+    ``batches`` training batches of ``segment`` rows of a (T, B) stream, state carried,
+    dropout off: the per-weight scale of dynamic evaluation's step."""
+    model.eval()
+    params = adapted_weights(model)
+    device = params[0].device
+    squares = [torch.zeros_like(p) for p in params]
+    state = model.init_state(train.size(1))
+    starts = range(0, train.size(0) - 1, segment)[:batches]
+    for i in starts:
+        inputs, targets = get_batch(train, i, min(segment, train.size(0) - 1 - i), device)
+        out = model(inputs, state)
+        loss = -model.target_log_probs(out.features, targets).mean()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for square, g in zip(squares, grads):
+            if g is not None:
+                square.addcmul_(g, g)
+        state = detach_state(out.state)
+    return [square.div_(len(starts)).sqrt_() for square in squares]
+
+
+@dataclass
+class DynamicRule:
+    """Krause et al.'s update as two per-weight factors (see the module docstring):
+    ``steps`` = lr / (rms + ε), ``pulls`` = min(1, decay rms / r̄)."""
+
+    steps: list[torch.Tensor]
+    pulls: list[torch.Tensor]
+
+    @classmethod
+    def from_rms(cls, rms: list[torch.Tensor], lr: float, decay: float,
+                 epsilon: float) -> "DynamicRule":
+        mean = torch.stack([r.mean() for r in rms]).mean()
+        return cls(steps=[lr / (r + epsilon) for r in rms],
+                   pulls=[(r * (decay / mean)).clamp_(max=1.0) for r in rms])
+
+    @torch.no_grad()
+    def step(self, params: list[torch.Tensor], grads, trained: list[torch.Tensor]) -> None:
+        """One update of ``params`` in place, from the gradients of a segment's loss."""
+        torch._foreach_lerp_(params, trained, self.pulls)  # w + pull (w_0 - w)
+        used = [k for k, g in enumerate(grads) if g is not None]  # None: an unused cluster
+        torch._foreach_addcmul_([params[k] for k in used], [grads[k] for k in used],
+                                [self.steps[k] for k in used], value=-1.0)
+
+
+def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, rule: DynamicRule,
                       segment: int, keep_features: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass of dynamic evaluation over a (T, B) stream: log p(target) (N, B) and, with
     ``keep_features``, the features (N, B, D) for a cache on top. The model is not
     changed (a copy adapts); the hidden state is carried across segments."""
     model = copy.deepcopy(model).eval()
-    if model.encoder is not None:  # an untied table: V x D dense gradients, for little gain
-        model.encoder.weight.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = adapted_weights(model)
     trained = [p.detach().clone() for p in params]
-    device = next(model.parameters()).device
+    device = params[0].device
     state = model.init_state(data.size(1))
     scores, features = [], []
     for i in range(0, data.size(0) - 1, segment):
@@ -200,9 +251,22 @@ def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, lr: float, d
         if keep_features:
             features.append(out.features.detach())
         grads = torch.autograd.grad(-lp.mean(), params, allow_unused=True)  # ... then learnt
-        _step_toward(params, grads, trained, lr, decay)
+        rule.step(params, grads, trained)
         state = detach_state(out.state)
     return torch.cat(scores), torch.cat(features) if keep_features else None
+
+
+def dynamic_rule(model: LSTMLanguageModel, train_ids, config: EvaluateConfig) -> DynamicRule:
+    """The rule of config's dynamic_* keys, its RMS from the first
+    ``dynamic_stat_tokens`` of the training ids."""
+    streams = max(1, min(STAT_STREAMS, len(train_ids) // (config.dynamic_segment + 1)))
+    batches = max(1, config.dynamic_stat_tokens // (streams * config.dynamic_segment))
+    rows = min(len(train_ids) // streams, batches * config.dynamic_segment + 1)
+    train = batchify(train_ids[:rows * streams], streams)
+    with torch.enable_grad():
+        rms = gradient_rms(model, train, config.dynamic_segment, batches)
+    return DynamicRule.from_rms(rms, config.dynamic_lr, config.dynamic_decay,
+                                config.dynamic_epsilon)
 
 
 # --------------------------------------------------------------------------- one split
@@ -241,7 +305,7 @@ def _log_grid(name: str, pick: CacheChoice, config: EvaluateConfig,
 
 
 def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
-                config: EvaluateConfig, chosen: dict,
+                config: EvaluateConfig, chosen: dict, rule: DynamicRule | None = None,
                 log: Callable[[str], None] = print) -> dict[str, dict]:
     """Every enabled method on one (T, B) split: {"cache": e, "dynamic": e,
     "dynamic+cache": e}, each e = {loss, ppl}.
@@ -250,6 +314,7 @@ def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
     (evaluate_loss's ``keep``; the cache needs it, and empties it to free the memory).
     ``chosen`` maps a method to its CacheChoice: pass an empty dict for valid (it is filled
     from the grid), then the same dict for test (the choice is applied unchanged).
+    ``rule`` (``dynamic_rule``) is needed when config.dynamic_lr is not 0.
     """
     results, timed = {}, _timer(log)
     if config.cache_window:
@@ -260,8 +325,8 @@ def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
         del features, static_lp
         timed("cache")
     if config.dynamic_lr:
-        lp, features = dynamic_log_probs(model, data, config.dynamic_lr, config.dynamic_decay,
-                                         config.dynamic_segment, bool(config.cache_window))
+        lp, features = dynamic_log_probs(model, data, rule, config.dynamic_segment,
+                                         bool(config.cache_window))
         results["dynamic"] = _entry(stream_loss(lp, config.bptt))
         timed("dynamic")
         if config.cache_window:

@@ -34,10 +34,16 @@ class EvaluateConfig:
                                      doc="neural cache: θ grid (> 0), chosen on valid")
     cache_lambdas: list[float] = spec([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5],
                                       doc="neural cache: λ grid in [0, 1], chosen on valid")
-    dynamic_lr: float = spec(0.3, low=0.0, doc="dynamic evaluation: SGD step size; 0: off")
-    dynamic_decay: float = spec(0.01, low=0.0, high=1.0,
+    # Dynamic evaluation with Krause et al.'s RMS rule (lstmlm.adaptation): a step of
+    # lr ∇ / (rms + epsilon) per segment, rms measured on dynamic_stat_tokens of train.
+    dynamic_lr: float = spec(1e-4, low=0.0, doc="dynamic evaluation: step size; 0: off")
+    dynamic_decay: float = spec(0.005, low=0.0, high=1.0,
                                 doc="dynamic evaluation: pull back toward the trained weights")
-    dynamic_segment: int = spec(20, low=1, doc="dynamic evaluation: tokens per update")
+    dynamic_epsilon: float = spec(1e-4, low=0.0, low_open=True,
+                                  doc="dynamic evaluation: added to each weight's gradient RMS")
+    dynamic_segment: int = spec(40, low=1, doc="dynamic evaluation: tokens per update")
+    dynamic_stat_tokens: int = spec(80000, low=1,
+                                    doc="dynamic evaluation: training tokens for the RMS")
 
     def __post_init__(self) -> None:
         # params.py checks a list only as a list: the grids' numbers are checked here.

@@ -18,7 +18,7 @@ from lstmlm.corpus import load_ids
 from lstmlm.errors import LstmlmError, run_main
 from lstmlm.files import write_json
 from lstmlm.params import read_params
-from lstmlm.adaptation import adapt_split, adapted_metrics
+from lstmlm.adaptation import adapt_split, adapted_metrics, dynamic_rule
 from lstmlm.batching import batchify
 from lstmlm.evaluation import EvaluateConfig, evaluate_loss, full_precision, perplexity
 from lstmlm.training import set_cpu_threads
@@ -51,6 +51,12 @@ def main() -> None:
     set_cpu_threads(0)
     model, vocab, _ = load(args.checkpoint, args.vocab)
     results, adapted = {}, {}
+    rule = None  # dynamic evaluation's update, its gradient RMS measured on train
+    if params.dynamic_lr:
+        started = time.perf_counter()
+        rule = dynamic_rule(model, load_ids(args.ids, "train", len(vocab)), params)
+        log(f"dynamic: gradient rms over {params.dynamic_stat_tokens:,} training tokens, "
+            f"{time.perf_counter() - started:.1f} s")
     chosen = {}  # the cache's (θ, λ) per method, picked on valid
     for split, batch_size in (("valid", params.batch_size), ("test", params.test_batch_size)):
         ids = load_ids(args.ids, split, len(vocab))
@@ -66,7 +72,7 @@ def main() -> None:
             f"{results[split]['tokens_per_s']:,.0f} tokens/s)")
         if params.cache_window or params.dynamic_lr:
             with full_precision():
-                adapted[split] = adapt_split(model, data, kept, params, chosen, log=log)
+                adapted[split] = adapt_split(model, data, kept, params, chosen, rule, log=log)
             for method, entry in adapted[split].items():
                 log(f"{split} ppl {entry['ppl']:.2f} with {method} (adapted)")
     write_json(args.out, {**results, **adapted_metrics(adapted, chosen)})

@@ -19,8 +19,9 @@ import torch
 import yaml
 
 from conftest import TINY_MODEL, write_tiny_corpus
-from lstmlm.adaptation import (adapt_split, adapted_metrics, cache_log_probs, choose_cache,
-                               dynamic_log_probs, mix, stream_loss)
+from lstmlm.adaptation import (DynamicRule, adapt_split, adapted_metrics, adapted_weights,
+                               cache_log_probs, choose_cache, dynamic_log_probs,
+                               dynamic_rule, gradient_rms, mix, stream_loss)
 from lstmlm.batching import batchify
 from lstmlm.checkpoint import save_checkpoint
 from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
@@ -33,7 +34,7 @@ VOCAB = 30
 MODEL = {**TINY_MODEL, "cutoffs": [10, 20]}
 BPTT = 6
 THETA, LAMBDA, WINDOW = 0.5, 0.3, 12
-LR, DECAY, SEGMENT = 0.5, 0.02, 4
+LR, DECAY, EPSILON, SEGMENT = 0.01, 0.02, 1e-2, 4
 
 
 def tiny_model(vocab: int = VOCAB, seed: int = 0) -> LSTMLanguageModel:
@@ -55,6 +56,12 @@ def repeated_passage(seed: int, vocab: int = 200) -> np.ndarray:
     return np.concatenate([rng.integers(0, vocab, 40), passage, passage, passage])
 
 
+def krause_rule(model, lr: float = LR, decay: float = DECAY) -> DynamicRule:
+    """The RMS rule, its statistics from a tiny training stream of its own."""
+    rms = gradient_rms(model, batchify(zipf_stream(400, 99, model.vocab_size), 4), SEGMENT, 10)
+    return DynamicRule.from_rms(rms, lr, decay, EPSILON)
+
+
 def static_pass(model, data) -> tuple[float, torch.Tensor, torch.Tensor]:
     """The static loss, log p(target) (N, B) and features (N, B, D) of one stream."""
     kept: list = []
@@ -68,7 +75,8 @@ def scores(model, data, method: str) -> torch.Tensor:
     if method == "cache":
         _, lp, features = static_pass(model, data)
     else:
-        lp, features = dynamic_log_probs(model, data, LR, DECAY, SEGMENT, keep_features=True)
+        lp, features = dynamic_log_probs(model, data, krause_rule(model), SEGMENT,
+                                         keep_features=True)
     if method == "dynamic":
         return lp
     return mix(lp, cache_log_probs(features, data[1:], lp, WINDOW, [THETA])[0], LAMBDA)
@@ -133,16 +141,72 @@ def test_cache_lowers_perplexity_on_a_repeated_passage():
 def test_dynamic_evaluation_lowers_perplexity_on_a_repeated_passage():
     model = tiny_model(200)
     data = batchify(repeated_passage(3), 1)
-    lp, _ = dynamic_log_probs(model, data, lr=1.0, decay=0.0, segment=5)
+    lp, _ = dynamic_log_probs(model, data, krause_rule(model, decay=0.0), segment=5)
     assert stream_loss(lp, BPTT) < evaluate_loss(model, data, BPTT) - 0.5
 
 
 def test_dynamic_evaluation_leaves_the_model_unchanged():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dynamic_log_probs(model, batchify(zipf_stream(60, 4), 2), LR, DECAY, SEGMENT)
+    rule = krause_rule(model)
+    dynamic_log_probs(model, batchify(zipf_stream(60, 4), 2), rule, SEGMENT)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert model.encoder.weight.requires_grad
+
+
+def test_an_untied_table_is_not_adapted_and_a_tied_model_adapts_every_weight():
+    untied = tiny_model()
+    assert untied.encoder.weight not in set(adapted_weights(untied))
+    assert len(adapted_weights(untied)) == len(list(untied.parameters())) - 1
+    torch.manual_seed(0)
+    tied = LSTMLanguageModel(parse_section("model", {**MODEL, "tie_weights": True},
+                                           ModelConfig), VOCAB)
+    assert tied.encoder is None and adapted_weights(tied) == list(tied.parameters())
+
+
+def test_gradient_rms_is_the_root_mean_square_of_each_batchs_gradient():
+    """Two batches, state carried: the RMS of the two gradients, weight by weight."""
+    model = tiny_model()
+    train = batchify(zipf_stream(90, 12), 3)
+    params = adapted_weights(model)
+    state, grads = model.init_state(3), []
+    for i in (0, SEGMENT):
+        out = model(train[i:i + SEGMENT], state)
+        loss = -model.target_log_probs(out.features, train[i + 1:i + 1 + SEGMENT]).mean()
+        grads.append(torch.autograd.grad(loss, params, allow_unused=True))
+        state = [(h.detach(), c.detach()) for h, c in out.state]
+    rms = gradient_rms(model, train, SEGMENT, batches=2)
+    for k, r in enumerate(rms):
+        g1, g2 = (torch.zeros_like(params[k]) if g[k] is None else g[k] for g in grads)
+        assert torch.allclose(r, ((g1 ** 2 + g2 ** 2) / 2).sqrt(), rtol=1e-5, atol=1e-8)
+
+
+def test_the_rule_scales_each_step_by_the_weights_rms_and_caps_the_pull_at_1():
+    """w ← w - lr g / (rms + ε) + min(1, decay rms / r̄) (w_0 - w), element by element."""
+    rms = [torch.tensor([1.0, 4.0]), torch.tensor([0.0, 1000.0])]  # r̄ = (2.5 + 500) / 2
+    rule = DynamicRule.from_rms(rms, lr=0.1, decay=0.5, epsilon=1.0)
+    w, w0 = [torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])], [torch.zeros(2)] * 2
+    g = [torch.tensor([2.0, 5.0]), None]  # None: a weight the segment did not use
+    rule.step(w, g, w0)
+    mean = (2.5 + 500) / 2
+    want0 = [x - 0.5 * r / mean * x - 0.1 * gi / (r + 1) for x, r, gi in
+             zip((1.0, 2.0), (1.0, 4.0), (2.0, 5.0))]
+    assert torch.allclose(w[0], torch.tensor(want0))
+    assert torch.allclose(w[1], torch.tensor([3.0, 0.0]))  # pull 0, and capped at 1
+
+
+def test_the_stages_rule_reads_the_first_training_tokens_only():
+    """dynamic_stat_tokens bounds what the RMS sees: text after it changes nothing."""
+    model = tiny_model()
+    ids = zipf_stream(3000, 13)
+    config = EvaluateConfig(dynamic_segment=SEGMENT, dynamic_stat_tokens=400)
+    changed = ids.copy()
+    changed[1000:] = (changed[1000:] + 1) % VOCAB
+    a, b = (dynamic_rule(model, x, config) for x in (ids, changed))
+    assert all(torch.equal(x, y) for x, y in zip(a.steps + a.pulls, b.steps + b.pulls))
+    changed[:10] = (changed[:10] + 1) % VOCAB
+    c = dynamic_rule(model, changed, config)
+    assert not all(torch.equal(x, y) for x, y in zip(a.steps, c.steps))
 
 
 # --------------------------------------------------------------------------- off = static
@@ -159,10 +223,11 @@ def test_window_0_and_lr_0_reproduce_the_static_numbers_exactly():
     assert torch.equal(mix(lp, cache[0], 0.5), lp)
     assert torch.equal(mix(lp, cache_log_probs(features, data[1:], lp, WINDOW, [THETA])[0],
                            0.0), lp)
-    dynamic, _ = dynamic_log_probs(model, data, lr=0.0, decay=DECAY, segment=BPTT)
+    still = krause_rule(model, lr=0.0)
+    dynamic, _ = dynamic_log_probs(model, data, still, segment=BPTT)
     assert stream_loss(dynamic, BPTT) == static
     # Other segment lengths are other matrix shapes: equal up to fp32 rounding.
-    dynamic, _ = dynamic_log_probs(model, data, lr=0.0, decay=DECAY, segment=SEGMENT)
+    dynamic, _ = dynamic_log_probs(model, data, still, segment=SEGMENT)
     assert stream_loss(dynamic, BPTT) == pytest.approx(static, rel=1e-6)
 
 
@@ -215,15 +280,16 @@ def test_the_grid_choice_uses_valid_only():
     """Two different test streams: the same (θ, λ) and the same valid numbers."""
     model = tiny_model()
     config = EvaluateConfig(bptt=BPTT, cache_window=WINDOW, cache_thetas=[0.3, 1.0],
-                            cache_lambdas=[0.1, 0.3], dynamic_lr=LR, dynamic_decay=DECAY,
-                            dynamic_segment=SEGMENT)
+                            cache_lambdas=[0.1, 0.3], dynamic_segment=SEGMENT)
+    rule = krause_rule(model)
     valid = batchify(repeated_passage(8, VOCAB), 2)
     runs = []
     for seed in (9, 10):
         chosen, per_split = {}, {}
         for split, data in (("valid", valid), ("test", batchify(zipf_stream(80, seed), 1))):
             evaluate_loss(model, data, BPTT, kept := [])
-            per_split[split] = adapt_split(model, data, kept, config, chosen, lambda line: None)
+            per_split[split] = adapt_split(model, data, kept, config, chosen, rule,
+                                           lambda line: None)
         runs.append(adapted_metrics(per_split, chosen))
     a, b = runs
     assert set(a) == {"cache", "dynamic", "dynamic+cache"}
@@ -247,7 +313,8 @@ def test_each_method_runs_only_when_on(window, lr, methods):
     data = batchify(zipf_stream(60, 11), 2)
     config = EvaluateConfig(bptt=BPTT, cache_window=window, dynamic_lr=lr)
     evaluate_loss(model, data, BPTT, kept := [])
-    assert set(adapt_split(model, data, kept, config, {}, lambda line: None)) == methods
+    rule = krause_rule(model, lr) if lr else None
+    assert set(adapt_split(model, data, kept, config, {}, rule, lambda line: None)) == methods
 
 
 # --------------------------------------------------------------------------- params
@@ -261,6 +328,8 @@ def test_each_method_runs_only_when_on(window, lr, methods):
     ({"cache_window": -1}, r"^evaluate\.cache_window: -1 "),
     ({"dynamic_lr": -0.1}, r"^evaluate\.dynamic_lr: -0\.1 "),
     ({"dynamic_segment": 0}, r"^evaluate\.dynamic_segment: 0 "),
+    ({"dynamic_epsilon": 0}, r"^evaluate\.dynamic_epsilon: 0 "),
+    ({"dynamic_stat_tokens": 0}, r"^evaluate\.dynamic_stat_tokens: 0 "),
 ])
 def test_bad_adaptation_params_name_the_key(values, pattern):
     with pytest.raises(ParamsError, match=pattern):
