@@ -37,12 +37,12 @@ class EvaluateConfig:
     # Dynamic evaluation with Krause et al.'s RMS rule (lstmlm.adaptation): a step of
     # lr ∇ / (rms + epsilon) per segment, rms measured on dynamic_stat_tokens of train.
     dynamic_lr: float = spec(1e-4, low=0.0, doc="dynamic evaluation: step size; 0: off")
-    dynamic_decay: float = spec(0.005, low=0.0, high=1.0,
+    dynamic_decay: float = spec(0.01, low=0.0, high=1.0,
                                 doc="dynamic evaluation: pull back toward the trained weights")
     dynamic_epsilon: float = spec(1e-4, low=0.0, low_open=True,
                                   doc="dynamic evaluation: added to each weight's gradient RMS")
-    dynamic_segment: int = spec(40, low=1, doc="dynamic evaluation: tokens per update")
-    dynamic_stat_tokens: int = spec(80000, low=1,
+    dynamic_segment: int = spec(70, low=1, doc="dynamic evaluation: tokens per update")
+    dynamic_stat_tokens: int = spec(40000, low=1,
                                     doc="dynamic evaluation: training tokens for the RMS")
 
     def __post_init__(self) -> None:
