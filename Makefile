@@ -44,13 +44,15 @@ test: $(TEST_STAMP)
 test-fast: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -m "not slow"
 
-# Benchmarks on the real data (minutes, not a test). repro_speed needs `make pipeline` first.
+# Benchmarks on the real data (minutes, not a test). repro_speed and dynamic_grid need
+# `make pipeline` first.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_scale.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/train_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/generate_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/repro_speed.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/dynamic_grid.py
 
 clean:
 	rm -rf $(VENV)

@@ -209,17 +209,20 @@ def gradient_rms(model: LSTMLanguageModel, train: torch.Tensor, segment: int,
 @dataclass
 class DynamicRule:
     """Krause et al.'s update as two per-weight factors (see the module docstring):
-    ``steps`` = lr / (rms + ε), ``pulls`` = min(1, decay rms / r̄)."""
+    ``steps`` = lr / (rms + ε), ``pulls`` = min(1, decay rms / r̄); ``stat_tokens``: how
+    many training tokens the RMS was measured on (for the log)."""
 
     steps: list[torch.Tensor]
     pulls: list[torch.Tensor]
+    stat_tokens: int = 0
 
     @classmethod
-    def from_rms(cls, rms: list[torch.Tensor], lr: float, decay: float,
-                 epsilon: float) -> "DynamicRule":
+    def from_rms(cls, rms: list[torch.Tensor], lr: float, decay: float, epsilon: float,
+                 stat_tokens: int = 0) -> "DynamicRule":
         mean = torch.stack([r.mean() for r in rms]).mean()
         return cls(steps=[lr / (r + epsilon) for r in rms],
-                   pulls=[(r * (decay / mean)).clamp_(max=1.0) for r in rms])
+                   pulls=[(r * (decay / mean)).clamp_(max=1.0) for r in rms],
+                   stat_tokens=stat_tokens)
 
     @torch.no_grad()
     def step(self, params: list[torch.Tensor], grads, trained: list[torch.Tensor]) -> None:
@@ -257,16 +260,19 @@ def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, rule: Dynami
 
 
 def dynamic_rule(model: LSTMLanguageModel, train_ids, config: EvaluateConfig) -> DynamicRule:
-    """The rule of config's dynamic_* keys, its RMS from the first
-    ``dynamic_stat_tokens`` of the training ids."""
-    streams = max(1, min(STAT_STREAMS, len(train_ids) // (config.dynamic_segment + 1)))
-    batches = max(1, config.dynamic_stat_tokens // (streams * config.dynamic_segment))
-    rows = min(len(train_ids) // streams, batches * config.dynamic_segment + 1)
+    """The rule of config's dynamic_* keys, its RMS from the start of the training ids:
+    as many whole batches of 100 streams × dynamic_segment as dynamic_stat_tokens holds
+    (at least one; fewer streams for a short training split)."""
+    segment = config.dynamic_segment
+    streams = max(1, min(STAT_STREAMS, len(train_ids) // (segment + 1)))
+    batches = max(1, config.dynamic_stat_tokens // (streams * segment))
+    rows = min(len(train_ids) // streams, batches * segment + 1)
     train = batchify(train_ids[:rows * streams], streams)
     with torch.enable_grad():
-        rms = gradient_rms(model, train, config.dynamic_segment, batches)
+        rms = gradient_rms(model, train, segment, batches)
+    tokens = min(batches * segment, rows - 1) * streams  # the targets that were scored
     return DynamicRule.from_rms(rms, config.dynamic_lr, config.dynamic_decay,
-                                config.dynamic_epsilon)
+                                config.dynamic_epsilon, tokens)
 
 
 # --------------------------------------------------------------------------- one split

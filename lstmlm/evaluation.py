@@ -43,7 +43,8 @@ class EvaluateConfig:
                                   doc="dynamic evaluation: added to each weight's gradient RMS")
     dynamic_segment: int = spec(70, low=1, doc="dynamic evaluation: tokens per update")
     dynamic_stat_tokens: int = spec(40000, low=1,
-                                    doc="dynamic evaluation: training tokens for the RMS")
+                                    doc="dynamic evaluation: training tokens for the RMS, "
+                                    "in whole batches of 100 streams x segment")
 
     def __post_init__(self) -> None:
         # params.py checks a list only as a list: the grids' numbers are checked here.

@@ -55,7 +55,7 @@ def main() -> None:
     if params.dynamic_lr:
         started = time.perf_counter()
         rule = dynamic_rule(model, load_ids(args.ids, "train", len(vocab)), params)
-        log(f"dynamic: gradient rms over {params.dynamic_stat_tokens:,} training tokens, "
+        log(f"dynamic: gradient rms over {rule.stat_tokens:,} training tokens, "
             f"{time.perf_counter() - started:.1f} s")
     chosen = {}  # the cache's (θ, λ) per method, picked on valid
     for split, batch_size in (("valid", params.batch_size), ("test", params.test_batch_size)):

@@ -203,6 +203,7 @@ def test_the_stages_rule_reads_the_first_training_tokens_only():
     changed = ids.copy()
     changed[1000:] = (changed[1000:] + 1) % VOCAB
     a, b = (dynamic_rule(model, x, config) for x in (ids, changed))
+    assert a.stat_tokens == 400  # one batch: 100 streams x 4 tokens
     assert all(torch.equal(x, y) for x, y in zip(a.steps + a.pulls, b.steps + b.pulls))
     changed[:10] = (changed[:10] + 1) % VOCAB
     c = dynamic_rule(model, changed, config)
@@ -411,3 +412,26 @@ def test_stage_reports_adapted_entries_beside_the_static_ones(tiny_project):
     for method in ("cache", "dynamic", "dynamic+cache"):
         assert {k: v for k, v in on[method].items() if k != "test"} == \
             {k: v for k, v in swapped[method].items() if k != "test"}, method
+
+
+def test_the_dynamic_grid_benchmark_tries_each_setting(tiny_project):
+    """bench/dynamic_grid.py: one line per setting, the overrides applied and checked."""
+    (tiny_project / "grid.yaml").write_text(yaml.safe_dump({"evaluate": {"bptt": 8}}))
+    command = [sys.executable, str(ROOT / "bench" / "dynamic_grid.py"), "--checkpoint",
+               "model.pt", "--ids", "ids", "--params", "grid.yaml", "--tokens", "40"]
+    run = subprocess.run(command + ["segment=5", "segment=3,lr=0", "lr=1e-3,decay=0.5"],
+                         cwd=tiny_project, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stdout.splitlines() if ": ppl " in line]
+    assert len(lines) == 3
+    assert "segment 5" in lines[0] and "segment 3" in lines[1] and "lr 0," in lines[1]
+    assert "lr 0.001" in lines[2] and "decay 0.5" in lines[2] and "segment 70" in lines[2]
+    # lr 0 adapts nothing: the static perplexity of the same tokens, to the printed digits.
+    from lstmlm.checkpoint import load
+    model = load(tiny_project / "model.pt", tiny_project / "vocab.json").model
+    static = evaluate_loss(model, batchify(load_ids(tiny_project / "ids", "valid")[:40], 1), 8)
+    assert float(lines[1].split(": ppl ")[1].split()[0]) == pytest.approx(math.exp(static),
+                                                                          abs=0.006)
+    bad = subprocess.run(command + ["segment=0"], cwd=tiny_project, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode != 0 and "evaluate.dynamic_segment: 0" in bad.stderr
