@@ -60,7 +60,7 @@ class TrainConfig:
                             doc="schedule plateau: multiply the rate by this on a plateau")
     lr_patience: int = spec(0, low=0, doc="schedule plateau: epochs without improvement first")
     early_stop_patience: int = spec(3, low=1)
-    averaging: str = spec("none", choices=("none", "ntasgd", "swa"),
+    averaging: str = spec("swa", choices=("none", "ntasgd", "swa"),
                           doc="ntasgd: average the weights once valid stops improving; "
                           "swa: from train.average_from on")
     nonmono: int = spec(5, low=1, doc="averaging ntasgd: epochs to look back")
