@@ -70,7 +70,7 @@ def main() -> None:
             log_probs, _ = dynamic_log_probs(model, valid, rule, config.dynamic_segment)
         seconds = time.perf_counter() - started
         ppl = perplexity(stream_loss(log_probs, config.bptt))
-        keys = ", ".join(f"{f.name[8:]} {getattr(config, f.name):g}"
+        keys = ", ".join(f"{f.name.removeprefix('dynamic_')} {getattr(config, f.name):g}"
                          for f in dataclasses.fields(config) if f.name.startswith("dynamic_"))
         print(f"  {keys}: ppl {ppl:.2f} ({seconds:.1f} s)", flush=True)
 

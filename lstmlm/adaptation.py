@@ -44,10 +44,11 @@ The cache runs down each column separately (one cache per column).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -183,6 +184,25 @@ def adapted_weights(model: LSTMLanguageModel) -> list[torch.nn.Parameter]:
     return [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
 
 
+def _segment_gradients(model: LSTMLanguageModel, data: torch.Tensor, segment: int,
+                       params: list[torch.Tensor]) -> Iterator[tuple]:
+    """Read a (T, B) stream in segments of ``segment`` rows, state carried; for each yield
+    (log p(target) (rows, B), features (rows, B, D), the gradients of the segment's mean
+    loss for ``params``; None for a weight it did not use). Each segment is computed only
+    when asked for, so a caller that changes ``params`` between yields has the next one
+    read by the changed weights (dynamic evaluation: scored first, then learnt from)."""
+    state = model.init_state(data.size(1))
+    for i in range(0, data.size(0) - 1, segment):
+        inputs, targets = get_batch(data, i, min(segment, data.size(0) - 1 - i),
+                                    params[0].device)
+        with torch.enable_grad():
+            out = model(inputs, state)
+            lp = model.target_log_probs(out.features, targets)
+        grads = torch.autograd.grad(-lp.mean(), params, allow_unused=True)
+        state = detach_state(out.state)
+        yield lp.detach(), out.features.detach(), grads
+
+
 def gradient_rms(model: LSTMLanguageModel, train: torch.Tensor, segment: int,
                  batches: int) -> list[torch.Tensor]:
     """RMS of each adapted weight's gradient (same shapes as ``adapted_weights``) over
@@ -190,20 +210,15 @@ def gradient_rms(model: LSTMLanguageModel, train: torch.Tensor, segment: int,
     dropout off: the per-weight scale of dynamic evaluation's step."""
     model.eval()
     params = adapted_weights(model)
-    device = params[0].device
     squares = [torch.zeros_like(p) for p in params]
-    state = model.init_state(train.size(1))
-    starts = range(0, train.size(0) - 1, segment)[:batches]
-    for i in starts:
-        inputs, targets = get_batch(train, i, min(segment, train.size(0) - 1 - i), device)
-        out = model(inputs, state)
-        loss = -model.target_log_probs(out.features, targets).mean()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    count = 0
+    for _, _, grads in itertools.islice(_segment_gradients(model, train, segment, params),
+                                        batches):
         for square, g in zip(squares, grads):
             if g is not None:
                 square.addcmul_(g, g)
-        state = detach_state(out.state)
-    return [square.div_(len(starts)).sqrt_() for square in squares]
+        count += 1
+    return [square.div_(count).sqrt_() for square in squares]
 
 
 @dataclass
@@ -242,20 +257,12 @@ def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, rule: Dynami
     model = copy.deepcopy(model).eval()
     params = adapted_weights(model)
     trained = [p.detach().clone() for p in params]
-    device = params[0].device
-    state = model.init_state(data.size(1))
     scores, features = [], []
-    for i in range(0, data.size(0) - 1, segment):
-        inputs, targets = get_batch(data, i, min(segment, data.size(0) - 1 - i), device)
-        with torch.enable_grad():
-            out = model(inputs, state)
-            lp = model.target_log_probs(out.features, targets)      # scored first ...
-        scores.append(lp.detach())
+    for lp, segment_features, grads in _segment_gradients(model, data, segment, params):
+        scores.append(lp)                       # scored first ...
         if keep_features:
-            features.append(out.features.detach())
-        grads = torch.autograd.grad(-lp.mean(), params, allow_unused=True)  # ... then learnt
-        rule.step(params, grads, trained)
-        state = detach_state(out.state)
+            features.append(segment_features)
+        rule.step(params, grads, trained)       # ... then learnt
     return torch.cat(scores), torch.cat(features) if keep_features else None
 
 
@@ -268,8 +275,7 @@ def dynamic_rule(model: LSTMLanguageModel, train_ids, config: EvaluateConfig) ->
     batches = max(1, config.dynamic_stat_tokens // (streams * segment))
     rows = min(len(train_ids) // streams, batches * segment + 1)
     train = batchify(train_ids[:rows * streams], streams)
-    with torch.enable_grad():
-        rms = gradient_rms(model, train, segment, batches)
+    rms = gradient_rms(model, train, segment, batches)
     tokens = min(batches * segment, rows - 1) * streams  # the targets that were scored
     return DynamicRule.from_rms(rms, config.dynamic_lr, config.dynamic_decay,
                                 config.dynamic_epsilon, tokens)

@@ -54,7 +54,8 @@ def main() -> None:
     rule = None  # dynamic evaluation's update, its gradient RMS measured on train
     if params.dynamic_lr:
         started = time.perf_counter()
-        rule = dynamic_rule(model, load_ids(args.ids, "train", len(vocab)), params)
+        with full_precision():  # like every number the stage reports
+            rule = dynamic_rule(model, load_ids(args.ids, "train", len(vocab)), params)
         log(f"dynamic: gradient rms over {rule.stat_tokens:,} training tokens, "
             f"{time.perf_counter() - started:.1f} s")
     chosen = {}  # the cache's (θ, λ) per method, picked on valid
