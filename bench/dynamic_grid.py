@@ -8,7 +8,7 @@ evaluate.dynamic_* keys, without the prefix (lr, decay, epsilon, segment, stat_t
 For each it prints the adapted perplexity over the first --tokens of valid at batch 1 and
 the seconds the pass took (the gradient RMS apart). Valid, because settings are never
 chosen on test; batch 1, because that is how the evaluate stage reads test, and a rate that
-suits valid's 10 columns does not carry over to one (docs/quality.md). Time it alone.
+suits valid's 10 columns does not carry over to one (docs/results.md). Time it alone.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from lstmlm.adaptation import dynamic_log_probs, dynamic_rule, stream_loss  # no
 from lstmlm.batching import batchify  # noqa: E402
 from lstmlm.checkpoint import load  # noqa: E402
 from lstmlm.corpus import load_ids  # noqa: E402
-from lstmlm.evaluation import EvaluateConfig, full_precision, perplexity  # noqa: E402
+from lstmlm.evaluation import EvaluateConfig, perplexity  # noqa: E402
+from lstmlm.machine import full_precision  # noqa: E402
 from lstmlm.params import parse_section  # noqa: E402
-from lstmlm.training import set_cpu_threads  # noqa: E402
+from lstmlm.machine import set_cpu_threads  # noqa: E402
 
 
 def setting(base: EvaluateConfig, text: str) -> EvaluateConfig:

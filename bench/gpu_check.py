@@ -8,7 +8,12 @@ Builds the model of --params (its model and train sections) on the GPU and print
     the configured train.precision, and again inside an enclosing bf16 autocast (which
     must not change the loss: the output layer always runs in fp32);
   - that validation equals a plain-fp32 computation of the same loss;
-  - the GPU's bf16, TF32 and fp32 matmul peaks (8192^3 products).
+  - the GPU's bf16, TF32 and fp32 matmul peaks (8192^3 products);
+  - the two paths issue 23 found broken by reading: the tied adaptive input under CUDA bf16
+    autocast (index_copy refused a bf16 source for an fp32 destination), and generation
+    on a CUDA model (the fused step made its token id on the CPU): the input's dtype and
+    difference from fp32, the fused step against the model's own forward, and 50 words
+    drawn by each sampling path.
 bench/gpu_recipe.py runs this first, then the `awd` and `gpu-fast` recipes.
 
 Exits with a message (status 1) when there is no CUDA device.
@@ -29,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 from lstmlm.evaluation import evaluate_loss  # noqa: E402
 from lstmlm.model import LSTMLanguageModel, ModelConfig  # noqa: E402
 from lstmlm.params import read_params  # noqa: E402
-from lstmlm.training import TrainConfig, Trainer, set_precision  # noqa: E402
+from lstmlm.machine import full_precision, set_precision  # noqa: E402
+from lstmlm.schedule import TrainConfig  # noqa: E402
+from lstmlm.training import Trainer  # noqa: E402
 
 
 def require_cuda(name: str) -> torch.device:
@@ -96,6 +103,51 @@ def report_precision(trainer: Trainer) -> dict:
     return report
 
 
+def check_tied_input(model: LSTMLanguageModel) -> dict:
+    """The adaptive input under CUDA bf16 autocast: its dtype (the weights') and its
+    largest difference from fp32 (bf16 products in the tail bands)."""
+    device = next(model.parameters()).device
+    ids = torch.randint(0, model.vocab_size, (35, 4), device=device)
+    with torch.no_grad():
+        plain = model.embed(ids)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            mixed = model.embed(ids)
+    return {"dtype": str(mixed.dtype), "max_abs_diff_vs_fp32": float((mixed - plain).abs().max())}
+
+
+def check_generation(model: LSTMLanguageModel) -> dict:
+    """Generation on the model's device: the fused step against model.forward (fp32),
+    and the number of words each sampling path draws (50 asked)."""
+    from lstmlm.generate import FusedStep, Generator, SamplingOptions
+    from lstmlm.vocab import Vocabulary
+
+    model.eval()
+    device = next(model.parameters()).device
+    words = ("<eos>", "<unk>") + tuple(f"w{i}" for i in range(model.vocab_size - 2))
+    generator = Generator(model, Vocabulary(words, tuple(range(len(words), 0, -1))))
+    ids = torch.randint(0, model.vocab_size, (40,)).tolist()
+    with torch.inference_mode(), full_precision():
+        expected = model(torch.tensor(ids, device=device).view(-1, 1)).features
+        step = FusedStep(model, generator.prime(ids[:10])[1])
+        worst = max(float((step(ids[t]) - expected[t]).abs().max()) for t in range(10, 40))
+    report: dict = {"fused_step_max_abs_diff": worst}
+    paths = {"sample defaults": {}, "temperature 1": dict(temperature=1.0, top_p=1.0),
+             "greedy": dict(temperature=0.0), "top-k 40": dict(top_k=40)}
+    for name, settings in paths.items():
+        options = SamplingOptions(words=50, seed=0, **settings)
+        report[f"words ({name})"] = len(generator.generate("w1 w2 w3", options).tokens)
+    return report
+
+
+def report_gpu_paths(model: LSTMLanguageModel) -> None:
+    for name, check in (("tied input under bf16 autocast", check_tied_input),
+                        ("generation", check_generation)):
+        try:
+            print(f"  {name}: {check(model)}", flush=True)
+        except Exception as err:  # noqa: BLE001 (a report: show what failed, check the rest)
+            print(f"  {name}: FAILED {type(err).__name__}: {err}", flush=True)
+
+
 def build(params_path: str, data, device: torch.device, **train_overrides) -> Trainer:
     """A Trainer for the model and train sections of ``params_path`` on ``device``."""
     train_ids, valid_ids, vocab_size = data
@@ -121,7 +173,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_ids(find_wikitext(args.wikitext), Path(tmp))
-    report_precision(build(args.params, data, device))
+    trainer = build(args.params, data, device)
+    report_precision(trainer)
+    report_gpu_paths(trainer.model)
     print(f"  matmul peaks: bf16 {matmul_peak_tflops(torch.bfloat16):.0f}, tf32 "
           f"{matmul_peak_tflops(torch.float32, tf32=True):.0f}, fp32 "
           f"{matmul_peak_tflops(torch.float32):.0f} TFLOP/s")

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from gpu_check import build, report_precision, require_cuda  # noqa: E402
 from lstmlm.batching import batchify  # noqa: E402
 from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus  # noqa: E402
-from lstmlm.evaluation import evaluate_loss, full_precision, perplexity  # noqa: E402
+from lstmlm.evaluation import evaluate_loss, perplexity  # noqa: E402
+from lstmlm.machine import full_precision  # noqa: E402
 
 
 def prepare(wikitext: Path, work: Path) -> tuple[dict, object]:

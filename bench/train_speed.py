@@ -35,7 +35,9 @@ from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus  # noqa: E
 from lstmlm.model import LSTMLanguageModel, ModelConfig  # noqa: E402
 from lstmlm.params import parse_section  # noqa: E402
 from lstmlm.presets import compose  # noqa: E402
-from lstmlm.training import TrainConfig, Trainer, set_cpu_threads  # noqa: E402
+from lstmlm.machine import set_cpu_threads  # noqa: E402
+from lstmlm.schedule import TrainConfig  # noqa: E402
+from lstmlm.training import Trainer  # noqa: E402
 
 # pytorch/examples word_language_model defaults: 2x200, tied, batch 20, bptt 35.
 SMALL_2X200 = {"emb": 200, "hidden": 200, "layers": 2, "output_dropout": 0.2,
@@ -65,7 +67,7 @@ def matmul_peak_gflops(threads: int, n: int = 2048, repeat: int = 10) -> float:
 
 def training_flops_per_token(config: ModelConfig, vocab_size: int, targets: np.ndarray) -> float:
     """Matmul FLOPs to train on one token (forward + backward = 3x forward)."""
-    c = config
+    c = config.for_vocab(vocab_size)  # the cutoffs as word counts
     forward = 0.0
     for layer in range(c.layers):
         n_in = c.emb if layer == 0 else c.hidden

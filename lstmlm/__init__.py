@@ -17,16 +17,12 @@ The settings are those of ``python -m lstmlm generate`` (lstmlm.options.Sampling
 
 from __future__ import annotations
 
-import importlib
-
 __version__ = "0.1.0"
 
 
 def load(checkpoint, vocab=None, map_location="cpu"):
-    """A Generator (lstmlm.generate.Generator) for a trained checkpoint; ``vocab``: the
-    vocabulary JSON, by default the one the checkpoint refers to."""
-    # Imported by name rather than by an import statement: every stage imports this
-    # package, and dvc.yaml's code deps follow import statements (lstmlm/imports.py); the
-    # data stages must not depend on, and rerun for, generation code they never run.
-    generate = importlib.import_module(f"{__name__}.generate")
-    return generate.Generator.load(checkpoint, vocab, map_location)
+    """A Generator (lstmlm.generate.Generator) for a trained checkpoint; ``vocab``: a
+    vocabulary JSON to use instead of the one the checkpoint carries (it must match)."""
+    from .generate import Generator  # here, not above: importing lstmlm stays free of torch
+
+    return Generator.load(checkpoint, vocab, map_location)

@@ -53,7 +53,7 @@ from typing import Callable, Iterator
 import torch
 
 from .batching import batchify, get_batch
-from .evaluation import EvaluateConfig, perplexity
+from .evaluation import EvaluateConfig, metric_entry, perplexity
 from .model import LSTMLanguageModel, detach_state
 
 # Elements of one block of window scores, (B, rows, window): about 16 MB of fp32 each.
@@ -281,27 +281,77 @@ def dynamic_rule(model: LSTMLanguageModel, train_ids, config: EvaluateConfig) ->
                                 config.dynamic_epsilon, tokens)
 
 
-# --------------------------------------------------------------------------- one split
+# --------------------------------------------------------------------------- valid, then test
+# The order is the method: every choice (each cache's θ and λ) is made on valid by
+# adapt_valid, which returns it, and adapt_test applies it unchanged to test. Both read
+# their split the same way (the stage passes test's batch size for both), so the choice is
+# made on the kind of stream it is applied to.
+
+CacheScorer = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], float]
 
 
-def _entry(loss: float) -> dict:
-    return {"loss": round(loss, 6), "ppl": round(perplexity(loss), 3)}
+def adapt_valid(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
+                config: EvaluateConfig, rule: DynamicRule | None = None,
+                log: Callable[[str], None] = print) -> tuple[dict, dict[str, CacheChoice]]:
+    """Every enabled method on valid, each cache's (θ, λ) chosen from the grid here:
+    returns ({method: entry}, {method: CacheChoice}); adapt_test takes the choices."""
+    choices: dict[str, CacheChoice] = {}
+
+    def choose(name, model_lp, features, targets) -> float:
+        cache_lp = cache_log_probs(features, targets, model_lp, config.cache_window,
+                                   config.cache_thetas)
+        choices[name] = choose_cache(model_lp, cache_lp, config.cache_thetas,
+                                     config.cache_lambdas, config.bptt)
+        _log_grid(name, choices[name], config, log)
+        return choices[name].loss
+
+    return _adapt(model, data, kept, config, rule, choose, log), choices
 
 
-def _cached(name: str, model_lp, features, targets, config: EvaluateConfig,
-            chosen: dict, log: Callable[[str], None]) -> float:
-    """The loss of the cache on top of one method's log-probs: grid on valid (``chosen``
-    lacks ``name`` yet), then valid's choice applied unchanged on test."""
-    rows, window = config.bptt, config.cache_window
-    if name not in chosen:
-        cache_lp = cache_log_probs(features, targets, model_lp, window, config.cache_thetas)
-        pick = choose_cache(model_lp, cache_lp, config.cache_thetas, config.cache_lambdas, rows)
-        _log_grid(name, pick, config, log)
-        chosen[name] = pick
-        return pick.loss
-    pick = chosen[name]
-    cache_lp = cache_log_probs(features, targets, model_lp, window, [pick.theta])[0]
-    return stream_loss(mix(model_lp, cache_lp, pick.lam), rows)
+def adapt_test(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
+               config: EvaluateConfig, rule: DynamicRule | None,
+               choices: dict[str, CacheChoice], log: Callable[[str], None] = print) -> dict:
+    """Every enabled method on test, with valid's choices (adapt_valid) applied unchanged."""
+    def apply(name, model_lp, features, targets) -> float:
+        pick = choices[name]
+        cache_lp = cache_log_probs(features, targets, model_lp, config.cache_window,
+                                   [pick.theta])[0]
+        return stream_loss(mix(model_lp, cache_lp, pick.lam), config.bptt)
+
+    return _adapt(model, data, kept, config, rule, apply, log)
+
+
+def _adapt(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
+           config: EvaluateConfig, rule: DynamicRule | None, cache: CacheScorer,
+           log: Callable[[str], None]) -> dict[str, dict]:
+    """{"cache": e, "dynamic": e, "dynamic+cache": e} on one (T, B) split, each e =
+    {loss, ppl, batch, tokens}; ``cache(name, model log-probs, features, targets)`` gives
+    the loss of a cache on top of a method's scores (chosen or applied, see above).
+
+    ``kept`` holds the static pass's (features (T, B, D), log p(target) (T, B)) per batch
+    (evaluate_loss's ``keep``; the cache needs it, and empties it to free the memory).
+    ``rule`` (``dynamic_rule``) is needed when config.dynamic_lr is not 0.
+    """
+    results, timed = {}, _timer(log)
+    targets = data[1:]
+    read = {"batch": data.size(1), "tokens": targets.numel()}
+    if config.cache_window:
+        features, static_lp = (torch.cat(parts) for parts in zip(*kept))
+        kept.clear()
+        loss = cache("cache", static_lp, features, targets.to(features.device))
+        results["cache"] = {**metric_entry(loss), **read}
+        del features, static_lp
+        timed("cache")
+    if config.dynamic_lr:
+        lp, features = dynamic_log_probs(model, data, rule, config.dynamic_segment,
+                                         bool(config.cache_window))
+        results["dynamic"] = {**metric_entry(stream_loss(lp, config.bptt)), **read}
+        timed("dynamic")
+        if config.cache_window:
+            loss = cache("dynamic+cache", lp, features, targets.to(lp.device))
+            results["dynamic+cache"] = {**metric_entry(loss), **read}
+            timed("dynamic+cache")
+    return results
 
 
 def _log_grid(name: str, pick: CacheChoice, config: EvaluateConfig,
@@ -316,38 +366,6 @@ def _log_grid(name: str, pick: CacheChoice, config: EvaluateConfig,
         f"{perplexity(pick.loss):.2f})")
 
 
-def adapt_split(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
-                config: EvaluateConfig, chosen: dict, rule: DynamicRule | None = None,
-                log: Callable[[str], None] = print) -> dict[str, dict]:
-    """Every enabled method on one (T, B) split: {"cache": e, "dynamic": e,
-    "dynamic+cache": e}, each e = {loss, ppl}.
-
-    ``kept`` holds the static pass's (features (T, B, D), log p(target) (T, B)) per batch
-    (evaluate_loss's ``keep``; the cache needs it, and empties it to free the memory).
-    ``chosen`` maps a method to its CacheChoice: pass an empty dict for valid (it is filled
-    from the grid), then the same dict for test (the choice is applied unchanged).
-    ``rule`` (``dynamic_rule``) is needed when config.dynamic_lr is not 0.
-    """
-    results, timed = {}, _timer(log)
-    if config.cache_window:
-        features, static_lp = (torch.cat(parts) for parts in zip(*kept))
-        kept.clear()
-        results["cache"] = _entry(_cached("cache", static_lp, features,
-                                          data[1:].to(features.device), config, chosen, log))
-        del features, static_lp
-        timed("cache")
-    if config.dynamic_lr:
-        lp, features = dynamic_log_probs(model, data, rule, config.dynamic_segment,
-                                         bool(config.cache_window))
-        results["dynamic"] = _entry(stream_loss(lp, config.bptt))
-        timed("dynamic")
-        if config.cache_window:
-            results["dynamic+cache"] = _entry(_cached(
-                "dynamic+cache", lp, features, data[1:].to(lp.device), config, chosen, log))
-            timed("dynamic+cache")
-    return results
-
-
 def _timer(log: Callable[[str], None]) -> Callable[[str], None]:
     """``timed(what)`` logs the seconds since the previous call."""
     last = [time.perf_counter()]
@@ -359,13 +377,11 @@ def _timer(log: Callable[[str], None]) -> Callable[[str], None]:
     return timed
 
 
-def adapted_metrics(per_split: dict[str, dict[str, dict]], chosen: dict) -> dict:
-    """{split: {method: entry}} and the valid choices -> metrics/eval.json's adapted
-    entries: {method: {"valid": entry, "test": entry, "theta": θ, "lambda": λ}}."""
-    out: dict[str, dict] = {}
-    for split, results in per_split.items():
-        for method, entry in results.items():
-            out.setdefault(method, {})[split] = entry
-    for method, pick in chosen.items():
+def adapted_metrics(valid: dict[str, dict], test: dict[str, dict],
+                    choices: dict[str, CacheChoice]) -> dict:
+    """adapt_valid's and adapt_test's results and valid's choices -> metrics/eval.json's
+    adapted entries: {method: {"valid": entry, "test": entry, "theta": θ, "lambda": λ}}."""
+    out = {method: {"valid": entry, "test": test[method]} for method, entry in valid.items()}
+    for method, pick in choices.items():
         out[method].update({"theta": pick.theta, "lambda": pick.lam})
     return out

@@ -15,15 +15,13 @@ import torch
 import torch.distributed as dist
 
 from .errors import LstmlmError
+from .machine import pick_device
 
 
 def setup_distributed(device_name: str, timeout_minutes: float = 30.0) -> torch.device:
     """Join the process group (NCCL on GPUs, gloo on CPU); return this rank's device."""
-    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-    if device_name == "cuda" and not torch.cuda.is_available():
-        raise LstmlmError("train.device: 'cuda' was asked for, but no CUDA device is available")
     timeout = timedelta(minutes=timeout_minutes)
-    if use_cuda:
+    if pick_device(device_name).type == "cuda":
         # Bind the GPU before NCCL starts, so its communicator lands on this rank's device.
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if local_rank >= torch.cuda.device_count():

@@ -8,10 +8,8 @@ included. The literature uses B = 10 for valid and B = 1 for test.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -27,8 +25,11 @@ class EvaluateConfig:
     batch_size: int = spec(10, low=1, doc="valid, as in the literature")
     test_batch_size: int = spec(1, low=1, doc="test, as in the literature")
     bptt: int = spec(70, low=1)
-    # Adapted perplexities, reported beside the static ones (lstmlm.adaptation); both
-    # run on the streams above (valid batch_size, test test_batch_size columns).
+    # Adapted perplexities, reported beside the static ones (lstmlm.adaptation). Both
+    # valid and test are read as test is, in test_batch_size columns: valid chooses the
+    # cache's (θ, λ), which test then uses unchanged.
+    adapt_valid_tokens: int = spec(50_000, low=0, doc="tokens of valid (from its start) that the "
+                                   "adapted figures read and choose on; 0: all of it")
     cache_window: int = spec(3785, low=0, doc="neural cache: positions remembered; 0: off")
     cache_thetas: list[float] = spec([0.1, 0.2, 0.3, 0.662, 1.0],
                                      doc="neural cache: θ grid (> 0), chosen on valid")
@@ -63,19 +64,6 @@ def _is_number(value) -> bool:
             and math.isfinite(value))
 
 
-@contextlib.contextmanager
-def full_precision() -> Iterator[None]:
-    """Plain fp32 matrix products (no TF32) inside, whatever training uses: the numbers
-    that pick the checkpoint and the reported perplexities are exact fp32."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 @torch.no_grad()
 def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int,
                   keep: list | None = None) -> float:
@@ -107,3 +95,8 @@ def evaluate_loss(model: LSTMLanguageModel, data: torch.Tensor, bptt: int,
 def perplexity(loss: float) -> float:
     """exp(mean loss in nats); capped to stay finite for diverged models."""
     return math.exp(min(loss, 700.0))
+
+
+def metric_entry(loss: float) -> dict:
+    """How metrics/eval.json reports a mean loss: {loss, ppl}, rounded the one way."""
+    return {"loss": round(loss, 6), "ppl": round(perplexity(loss), 3)}

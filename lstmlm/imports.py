@@ -1,9 +1,8 @@
 """Which project files a stage script runs: the code dependencies dvc.yaml must list.
 
 Follows ``import`` and ``from ... import`` statements (top level and inside functions)
-from a stage script through the ``lstmlm`` package, plus the modules that
-``lstmlm.params`` imports by name (its section classes), and the data files a module
-loads beside itself (``*.sha256``).
+from a stage script through the ``lstmlm`` package, plus the data files a module loads
+beside itself (``*.sha256``).
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ def _imported_modules(path: Path, package: str) -> set[str]:
                 base = ".".join([package] + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
-            found.add(node.value.split(":")[0])  # "lstmlm.model:ModelConfig" (params.SECTIONS)
     return found
 
 

@@ -6,7 +6,7 @@ Each section of params.yaml *is* the config class of the component that uses it 
     download  -> lstmlm.download.DownloadConfig
     tokenise  -> lstmlm.corpus.TokeniseConfig
     model     -> lstmlm.model.ModelConfig          (the vocabulary size is passed apart)
-    train     -> lstmlm.training.TrainConfig
+    train     -> lstmlm.schedule.TrainConfig
     evaluate  -> lstmlm.evaluation.EvaluateConfig
     sample    -> lstmlm.options.SamplingOptions
     prompts   -> a list of strings (what the sample stage writes about)

@@ -1,19 +1,28 @@
 """Recipes by name: conf/ composed into params.yaml, as `dvc exp run` does it.
 
 conf/config.yaml holds every key with the default (`cpu`) values; conf/preset/<name>.yaml
-overrides some of them and records its own name in the top-level key ``preset``. With
-DVC's Hydra composition enabled (.dvc/config: hydra.enabled), `dvc exp run -S preset=seed`
-composes conf/ with that preset and writes the result to params.yaml. This module does
-the same composition with Hydra's compose API, for the tests, for `python -m lstmlm
-params` and for the check that warns about hand edits of params.yaml.
+is a whole recipe: it states every training choice it means (the tokenise, model and train
+sections), so a change of the defaults never changes it, and records its own name in the
+top-level key ``preset``. With DVC's Hydra composition enabled (.dvc/config:
+hydra.enabled), `dvc exp run -S preset=seed` composes conf/ with that preset and writes the
+result to params.yaml. This module does the same composition with Hydra's compose API, for
+the tests, for the check that warns about hand edits of params.yaml, and for
+
+    python -m lstmlm.presets NAME [KEY=VALUE ...]   # print that recipe's params.yaml
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 CONF_DIR = "conf"
+# Hydra's override grammar (which `dvc exp run -S` uses too) stops at `~`, characters
+# outside ASCII and other special characters unless the value is quoted inside the override.
+QUOTING_HINT = ("Hydra's override grammar needs a value holding ~, non-ASCII letters or other "
+                "special characters quoted inside the override: -S \"download.corpus='~/café.txt'\"")
 HEADER = ("# Composed from conf/ (preset {preset}). Edit conf/config.yaml or "
           "conf/preset/*.yaml, not this\n# file: `dvc exp run -S ...` rewrites it from conf/. "
           "See the README, 'Where to edit'.\n")
@@ -50,10 +59,35 @@ def dump(params: dict[str, Any]) -> str:
     import yaml
 
     return HEADER.format(preset=params.get("preset", "?")) + yaml.safe_dump(
-        params, sort_keys=False, default_flow_style=False, width=100)
+        params, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True)
 
 
-if __name__ == "__main__":  # python -m lstmlm.presets NAME: print that recipe's params.yaml
-    import sys
+def main(argv: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> int:
+    """Print a recipe's params.yaml: what `dvc exp run -S preset=NAME` would write."""
+    names = presets(conf_dir)
+    parser = argparse.ArgumentParser(
+        prog="python -m lstmlm.presets",
+        description="Print the params.yaml that `dvc exp run -S preset=NAME [-S KEY=VALUE]` "
+                    "composes from conf/, without running anything.",
+        epilog="presets: " + ", ".join(names))
+    parser.add_argument("name", nargs="?", default=None, metavar="NAME",
+                        help="a preset (default: the one conf/config.yaml names)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="single keys, as dvc exp run -S takes them (model.emb=800)")
+    args = parser.parse_args(argv)
+    if args.name is not None and args.name not in names:
+        parser.error(f"unknown preset {args.name!r}; the presets are: {', '.join(names)}")
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    print(dump(compose(sys.argv[1] if len(sys.argv) > 1 else None)), end="")
+    try:
+        params = compose(args.name, args.overrides, conf_dir)
+    except (HydraException, OmegaConfBaseException) as err:
+        parser.error(f"Hydra could not apply {' '.join(args.overrides)}: "
+                     f"{str(err).splitlines()[0]}\n{QUOTING_HINT}")
+    sys.stdout.write(dump(params))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

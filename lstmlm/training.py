@@ -6,7 +6,7 @@ batch k, the hidden state at the end of one batch is the right starting state fo
 next: it is carried over (detached, so gradients stop at the batch boundary).
 ``stateful: false`` resets it to zeros for every batch instead, as the seed notebook did.
 
-Read top to bottom: the config; the learning rate as a function of progress (``get_lr``);
+The ``train`` section and its schedule live in ``lstmlm.schedule``. Read top to bottom:
 one step (``Trainer.train_step``); one epoch (``Trainer.train_epoch``); what happens
 between epochs (``Trainer.end_epoch``: the best weights, the plateau cut, the switch to
 weight averaging); the loop (``Trainer.fit``).
@@ -15,11 +15,10 @@ weight averaging); the loop (``Trainer.fit``).
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,69 +27,28 @@ from torch import nn
 from .batching import batch_starts, batchify, get_batch
 from .distributed import all_reduce_tensor, broadcast_from_rank0, rank0_decides
 from .errors import LstmlmError
-from .evaluation import evaluate_loss, full_precision, perplexity
+from .evaluation import evaluate_loss, perplexity
+from .machine import full_precision, resolve_precision
 from .model import LSTMLanguageModel, Output, State, detach_state
-from .params import spec
+from .schedule import (TrainConfig, check_batch_splits, get_lr, make_optimizer,
+                       should_start_averaging)
 
 # Every LOG_EVERY steps the loop reads the loss back (the one host sync of the loop) and,
 # under DDP, agrees on it and on stopping with the other ranks.
 LOG_EVERY = 20
 # A validation loss this many nats above a uniform guess's means training diverged.
 DIVERGED_NATS = 10.0
-# The cosine schedule ends at this fraction of train.lr.
-COSINE_FLOOR = 0.05
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The ``train`` section of params.yaml."""
-
-    epochs: int = spec(8, low=1)
-    batch_size: int = spec(32, low=1)
-    bptt: int = spec(70, low=1)
-    variable_bptt: bool = spec(False, doc="draw each batch's length around bptt (AWD-LSTM)")
-    stateful: bool = spec(True, doc="carry the hidden state across batches")
-    optimizer: str = spec("adam", choices=("adam", "adamw", "sgd"))
-    lr: float = spec(3.0e-3, low=0.0, low_open=True)
-    weight_decay: float = spec(0.0, low=0.0)
-    clip: float = spec(0.25, low=0.0, doc="max gradient norm; 0 disables clipping")
-    schedule: str = spec("cosine", choices=("cosine", "plateau", "constant"),
-                         doc="cosine: decay per batch over train.epochs; plateau: on valid loss")
-    lr_factor: float = spec(0.5, low=0.0, high=1.0, low_open=True, high_open=True,
-                            doc="schedule plateau: multiply the rate by this on a plateau")
-    lr_patience: int = spec(0, low=0, doc="schedule plateau: epochs without improvement first")
-    early_stop_patience: int = spec(3, low=1)
-    averaging: str = spec("swa", choices=("none", "ntasgd", "swa"),
-                          doc="ntasgd: average the weights once valid stops improving; "
-                          "swa: from train.average_from on")
-    nonmono: int = spec(5, low=1, doc="averaging ntasgd: epochs to look back")
-    average_from: float = spec(0.75, low=0.0, high=1.0, high_open=True,
-                               doc="averaging swa: the share of train.epochs after which "
-                               "every step's weights join a uniform average")
-    activation_reg: float = spec(0.0, low=0.0, doc="AR: alpha * mean(dropped top output^2)")
-    temporal_activation_reg: float = spec(0.0, low=0.0,
-                                          doc="TAR: beta * mean((h_t - h_{t-1})^2)")
-    validate_every: int = spec(0, low=0, doc="also validate (and keep a new best) every this "
-                               "many steps, for epochs of hours; 0: at epoch ends only")
-    max_minutes: float = spec(0.0, low=0.0, doc="wall-clock budget; 0 means none")
-    seed: int = spec(1234, low=0, high=2**63 - 1)
-    device: str = spec("auto", choices=("auto", "cpu", "cuda"))
-    precision: str = spec("auto", choices=("auto", "tf32", "fp32", "bf16"),
-                          doc="tf32: TensorFloat-32 matrix products on CUDA (fp32 on a CPU); "
-                          "bf16: also bfloat16 autocast for the model's body (on a CPU the "
-                          "LSTMs too; the loss stays fp32); auto: bf16 on a CPU with "
-                          "bfloat16 instructions (AVX512-BF16 or AMX), else tf32")
-    threads: int = spec(0, low=0, doc="CPU threads; 0 uses every core")
-    nproc: int = spec(1, low=1, doc="processes under torchrun")
-
-    def __post_init__(self) -> None:
-        if self.batch_size % self.nproc:
-            raise ValueError(f"train.batch_size: {self.batch_size} does not split over "
-                             f"train.nproc {self.nproc} processes; use a multiple of it")
 
 
 class TrainingDiverged(LstmlmError, RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or far worse than a uniform guess."""
+
+    @classmethod
+    def because(cls, what: str, config: TrainConfig) -> "TrainingDiverged":
+        """The one message for a run that diverged: what was seen, and the keys to change."""
+        return cls(f"{what}: the model diverged; the learning rate may be too high "
+                   f"(train.lr={config.lr:g}) or gradient clipping too loose "
+                   f"(train.clip={config.clip:g})")
 
 
 @dataclass
@@ -105,88 +63,6 @@ class EpochRecord:
     lr: float
     tokens_per_s: float
     epoch_seconds: float
-
-
-# --------------------------------------------------------------------------- machine
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LstmlmError("train.device: 'cuda' was asked for, but no CUDA device is "
-                          "available here; use train.device: auto or cpu")
-    return torch.device(name)
-
-
-def set_cpu_threads(threads: int, processes: int = 1, key: str = "train.threads") -> int:
-    """Use ``threads`` intra-op threads (0: this process's share of the cores, with
-    ``processes`` training processes on the machine) and return the number used."""
-    cores = os.cpu_count() or 1
-    if threads > 4 * cores:  # oneDNN crashes (SIGSEGV) on absurd thread counts
-        raise LstmlmError(f"{key}: {threads} is not allowed on this machine of {cores} "
-                          f"cores; use 0 (all cores) or at most {4 * cores}")
-    n = threads or max(1, cores // max(1, processes))
-    torch.set_num_threads(n)
-    return n
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on a CPU with bfloat16 instructions, where bfloat16 LSTMs train
-    1.3x (AVX512-BF16, AMD EPYC) to 1.5x (AMX, Intel Xeon) faster for the same
-    perplexity (docs/quality.md); tf32 everywhere else, CUDA included."""
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "tf32"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this x86 CPU computes in bfloat16 natively (AMX tiles or AVX512-BF16).
-    Without them oneDNN emulates bf16, slower than fp32."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def set_precision(precision: str) -> None:
-    """TF32 for training's matrix products and cuDNN's LSTM on CUDA (fp32 storage,
-    inputs rounded to 10 mantissa bits, fp32 accumulation), for tf32 and bf16.
-    Evaluation turns it off (``evaluation.full_precision``); on a CPU it changes nothing."""
-    allow = precision != "fp32"
-    torch.backends.cuda.matmul.allow_tf32 = allow
-    torch.backends.cudnn.allow_tf32 = allow
-
-
-# --------------------------------------------------------------------------- schedule
-
-
-def get_lr(config: TrainConfig, progress: float, plateau_cuts: int = 0) -> float:
-    """The learning rate after ``progress`` epochs (fractional: 2.5 is half-way through
-    the third). cosine: from train.lr down to COSINE_FLOOR of it over train.epochs;
-    plateau: train.lr cut by lr_factor once per plateau so far; constant: train.lr."""
-    if config.schedule == "cosine":
-        done = min(1.0, progress / config.epochs)
-        return config.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * done)))
-    if config.schedule == "plateau":
-        return config.lr * config.lr_factor ** plateau_cuts
-    return config.lr
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig,
-                   device: torch.device) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD, with fused kernels: one pass over each parameter instead of a
-    dozen element-wise ops. On this project's 2-core CPU that makes Adam's step 4x faster
-    (42 -> 10 ms for the default model's 8.6M weights), a quarter of a training step."""
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-    return kinds[config.optimizer](model.parameters(), lr=config.lr,
-                                   weight_decay=config.weight_decay, fused=True)
-
-
-def should_start_averaging(valid_losses: list[float], nonmono: int) -> bool:
-    """NT-ASGD's trigger (Merity et al. 2017): the newest validation loss is worse than
-    the best of those more than ``nonmono`` epochs before it."""
-    earlier = valid_losses[:-1]
-    return len(earlier) > nonmono and valid_losses[-1] > min(earlier[:-nonmono])
 
 
 # --------------------------------------------------------------------------- one step
@@ -277,7 +153,7 @@ class Trainer:
         self.net = wrap_model(LossForward(self.model, config, self.precision == "bf16"),
                               device, world_size)
         self.progress_bar = progress_bar and rank == 0
-        self.optimizer = make_optimizer(model, config, device)
+        self.optimizer = make_optimizer(model, config)
         self.average: torch.optim.swa_utils.AveragedModel | None = None
         self.rng = random.Random(config.seed)
         self.progress = Progress()
@@ -362,8 +238,8 @@ class Trainer:
 
     @property
     def eval_model(self) -> LSTMLanguageModel:
-        """The weights that are validated and saved: the running average once NT-ASGD
-        has switched to it, else the model's own."""
+        """The weights that are validated and saved: the running average once averaging
+        has started (NT-ASGD's trigger, or SWA's share of the epochs), else the model's own."""
         return self.model if self.average is None else self.average.module
 
     def validate(self) -> float:
@@ -372,18 +248,17 @@ class Trainer:
         if self.rank == 0:
             with full_precision():
                 loss = evaluate_loss(self.eval_model, self.valid_data, self.config.bptt)
-        return broadcast_from_rank0(loss, self.device) if self.world_size > 1 else loss
+        return broadcast_from_rank0(loss, self.device)
 
     def check_diverged(self, valid_loss: float) -> None:
         """NaN/inf, or finite but far worse than a uniform guess (Adam with an absurd rate
         gives losses of 1e13 that are finite). Checked before anything is saved."""
         uniform = math.log(self.model.vocab_size)
         if not math.isfinite(valid_loss) or valid_loss > uniform + DIVERGED_NATS:
-            raise TrainingDiverged(
+            raise TrainingDiverged.because(
                 f"the validation loss became {valid_loss:.3g} nats per token after epoch "
-                f"{self.progress.epoch + 1}, against {uniform:.2f} for a uniform guess: the "
-                f"model diverged; the learning rate (train.lr={self.config.lr:g}) may be too "
-                f"high or gradient clipping too loose (train.clip={self.config.clip:g})")
+                f"{self.progress.epoch + 1}, against {uniform:.2f} for a uniform guess",
+                self.config)
 
     def end_epoch(self, valid_loss: float) -> bool:
         """Book-keeping after an epoch; returns whether it is the best so far."""
@@ -433,8 +308,7 @@ class Trainer:
             p.history.append(record)
             if on_epoch is not None:
                 on_epoch(record, is_best)
-            past = deadline is not None and time.monotonic() > deadline
-            if rank0_decides(past, self.device) if self.world_size > 1 else past:
+            if rank0_decides(deadline is not None and time.monotonic() > deadline, self.device):
                 break
         return p.history
 
@@ -469,9 +343,7 @@ class Trainer:
 def split_streams(train_ids: np.ndarray, valid_ids: np.ndarray, batch_size: int, rank: int,
                   world_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's (T, b) training columns and the (T, B) validation stream."""
-    if batch_size % world_size:
-        raise LstmlmError(f"train.batch_size {batch_size} does not split over "
-                          f"{world_size} processes (train.nproc)")
+    check_batch_splits(batch_size, world_size)
     per_rank = batch_size // world_size
     full = batchify(train_ids, batch_size)
     # Rank r takes columns [r * b, (r + 1) * b): whole streams, so BPTT state holds.
@@ -536,15 +408,11 @@ class LossMeter:
         t = self.trainer
         packed = torch.stack([self.window, self.window.new_tensor(float(self.window_tokens)),
                               self.window.new_tensor(float(past and t.rank == 0))])
-        if t.world_size > 1:
-            all_reduce_tensor(packed)
-        w_sum, w_tokens, rank0_stop = packed.tolist()
+        w_sum, w_tokens, rank0_stop = all_reduce_tensor(packed).tolist()
         loss = w_sum / w_tokens
         if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"the training loss became {loss} in epoch {t.progress.epoch + 1}, batch "
-                f"{step}: the learning rate may be too high or gradient clipping too loose "
-                f"(train.lr={t.config.lr:g}, train.clip={t.config.clip:g})")
+            raise TrainingDiverged.because(f"the training loss became {loss} in epoch "
+                                           f"{t.progress.epoch + 1}, batch {step}", t.config)
         rate = self.tokens * t.world_size / (time.perf_counter() - self.started)
         self.bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
         self.window.zero_()
@@ -554,14 +422,13 @@ class LossMeter:
     def close(self) -> tuple[float, int, float]:
         self.bar.close()
         totals = torch.stack([self.total, self.total.new_tensor(float(self.tokens))])
-        if self.trainer.world_size > 1:
-            all_reduce_tensor(totals)  # the epoch's loss and tokens over all B streams
-        loss_total, tokens = totals.tolist()
+        # The epoch's loss and tokens over all B streams (every rank's, under DDP).
+        loss_total, tokens = all_reduce_tensor(totals).tolist()
         mean = loss_total / max(tokens, 1)
         if not math.isfinite(mean):
-            raise TrainingDiverged(f"the training loss became {mean} in epoch "
-                                   f"{self.trainer.progress.epoch + 1}: lower train.lr or "
-                                   "train.clip")
+            raise TrainingDiverged.because(f"the training loss became {mean} in epoch "
+                                           f"{self.trainer.progress.epoch + 1}",
+                                           self.trainer.config)
         return mean, int(tokens), time.perf_counter() - self.started
 
 

@@ -1,10 +1,11 @@
-"""Stage `evaluate`: valid and test perplexity over the full streams.
+"""Stage `evaluate`: valid and test perplexity over the full streams, static and adapted.
 
-Reads params: evaluate.* (dvc.yaml lists each key). The hidden state is carried across
-batches, as in the literature (batch 10 for valid, 1 for test), so the static numbers
-compare with published ones. Beside them, on the same streams, the adapted perplexities
-of lstmlm.adaptation: the neural cache (θ, λ chosen on valid, applied to test), dynamic
-evaluation, and both together; each is off when its window / learning rate is 0.
+Reads params: the evaluate section. The static numbers compare with published ones: the
+hidden state carried across batches, batch 10 for valid and 1 for test, as in the
+literature. Beside them, the adapted perplexities of lstmlm.adaptation: the neural cache,
+dynamic evaluation, and both together (each off when its window / learning rate is 0).
+They read valid the way test is read, in test_batch_size columns (valid's first
+adapt_valid_tokens tokens), choose each cache's (θ, λ) there, and apply the choice to test.
 """
 
 from __future__ import annotations
@@ -13,29 +14,68 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
+from lstmlm.adaptation import adapt_test, adapt_valid, adapted_metrics, dynamic_rule
+from lstmlm.batching import batchify
 from lstmlm.checkpoint import load
 from lstmlm.corpus import load_ids
-from lstmlm.errors import LstmlmError, run_main
+from lstmlm.errors import LstmlmError
+from lstmlm.evaluation import EvaluateConfig, evaluate_loss, metric_entry
 from lstmlm.files import write_json
+from lstmlm.guard import run_stage
+from lstmlm.machine import full_precision, set_cpu_threads
 from lstmlm.params import read_params
-from lstmlm.adaptation import adapt_split, adapted_metrics, dynamic_rule
-from lstmlm.batching import batchify
-from lstmlm.evaluation import EvaluateConfig, evaluate_loss, full_precision, perplexity
-from lstmlm.training import set_cpu_threads
-
-
-def evaluate_split(model, data, bptt: int, keep: list | None = None) -> dict:
-    """Loss, perplexity and speed over one whole (T, B) split (``keep``: evaluate_loss's)."""
-    started = time.perf_counter()
-    with full_precision():
-        loss = evaluate_loss(model, data, bptt, keep)
-    seconds = time.perf_counter() - started
-    return {"loss": round(loss, 6), "ppl": round(perplexity(loss), 3),
-            "tokens_per_s": round(data.numel() / seconds, 1)}
 
 
 def log(line: str) -> None:
     print(f"evaluate: {line}", flush=True)
+
+
+def stream(ids, batch_size: int, key: str) -> torch.Tensor:
+    """A split as a (T, B) stream; too short for the batch size is the key's fault."""
+    try:
+        return batchify(ids, batch_size)
+    except ValueError as err:
+        raise LstmlmError(f"{err}; use a smaller {key} (now {batch_size})") from None
+
+
+def evaluate_split(model, data: torch.Tensor, bptt: int, name: str,
+                   keep: list | None = None) -> dict:
+    """Loss, perplexity, batch and speed over one whole (T, B) stream (``keep``:
+    evaluate_loss's, for the cache)."""
+    started = time.perf_counter()
+    with full_precision():
+        loss = evaluate_loss(model, data, bptt, keep)
+    entry = {**metric_entry(loss), "batch": data.size(1),
+             "tokens_per_s": round(data.numel() / (time.perf_counter() - started), 1)}
+    log(f"{name} ppl {entry['ppl']:.2f} (batch {entry['batch']}, "
+        f"{entry['tokens_per_s']:,.0f} tokens/s)")
+    return entry
+
+
+def adapted(model, ids: dict, config: EvaluateConfig, test: torch.Tensor,
+            test_kept: list | None) -> dict:
+    """The adapted entries of eval.json: chosen on valid, then applied to test."""
+    rule = None
+    with full_precision():  # like every number the stage reports
+        if config.dynamic_lr:
+            started = time.perf_counter()
+            rule = dynamic_rule(model, ids["train"], config)
+            log(f"dynamic: gradient rms over {rule.stat_tokens:,} training tokens, "
+                f"{time.perf_counter() - started:.1f} s")
+        valid = stream(ids["valid"][:config.adapt_valid_tokens or None],
+                       config.test_batch_size, "evaluate.test_batch_size")
+        valid_kept = [] if config.cache_window else None
+        evaluate_split(model, valid, config.bptt, "valid (read as test is, for adaptation)",
+                       valid_kept)
+        valid_results, choices = adapt_valid(model, valid, valid_kept, config, rule, log)
+        test_results = adapt_test(model, test, test_kept, config, rule, choices, log)
+    for split, results in (("valid", valid_results), ("test", test_results)):
+        for method, entry in results.items():
+            log(f"{split} ppl {entry['ppl']:.2f} with {method} (adapted, batch "
+                f"{entry['batch']}, {entry['tokens']:,} tokens)")
+    return adapted_metrics(valid_results, test_results, choices)
 
 
 def main() -> None:
@@ -46,38 +86,20 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="output metrics JSON")
     args = parser.parse_args()
-    params = read_params(args.params, evaluate=EvaluateConfig)["evaluate"]
+    config = read_params(args.params, evaluate=EvaluateConfig)["evaluate"]
 
     set_cpu_threads(0)
     model, vocab, _ = load(args.checkpoint, args.vocab)
-    results, adapted = {}, {}
-    rule = None  # dynamic evaluation's update, its gradient RMS measured on train
-    if params.dynamic_lr:
-        started = time.perf_counter()
-        with full_precision():  # like every number the stage reports
-            rule = dynamic_rule(model, load_ids(args.ids, "train", len(vocab)), params)
-        log(f"dynamic: gradient rms over {rule.stat_tokens:,} training tokens, "
-            f"{time.perf_counter() - started:.1f} s")
-    chosen = {}  # the cache's (θ, λ) per method, picked on valid
-    for split, batch_size in (("valid", params.batch_size), ("test", params.test_batch_size)):
-        ids = load_ids(args.ids, split, len(vocab))
-        try:
-            data = batchify(ids, batch_size)
-        except ValueError as err:  # the split is too short for the batch size
-            key = "evaluate.batch_size" if split == "valid" else "evaluate.test_batch_size"
-            raise LstmlmError(f"{args.ids / split}.npy: {err}; use a smaller {key} "
-                              f"(now {batch_size})") from None
-        kept = [] if params.cache_window else None  # for the cache: features, log-probs
-        results[split] = evaluate_split(model, data, params.bptt, kept)
-        log(f"{split} ppl {results[split]['ppl']:.2f} (batch {batch_size}, "
-            f"{results[split]['tokens_per_s']:,.0f} tokens/s)")
-        if params.cache_window or params.dynamic_lr:
-            with full_precision():
-                adapted[split] = adapt_split(model, data, kept, params, chosen, rule, log=log)
-            for method, entry in adapted[split].items():
-                log(f"{split} ppl {entry['ppl']:.2f} with {method} (adapted)")
-    write_json(args.out, {**results, **adapted_metrics(adapted, chosen)})
+    ids = {split: load_ids(args.ids, split, len(vocab)) for split in ("train", "valid", "test")}
+    valid = stream(ids["valid"], config.batch_size, "evaluate.batch_size")
+    test = stream(ids["test"], config.test_batch_size, "evaluate.test_batch_size")
+    test_kept = [] if config.cache_window else None  # for the cache: features, log-probs
+    results = {"valid": evaluate_split(model, valid, config.bptt, "valid"),
+               "test": evaluate_split(model, test, config.bptt, "test", test_kept)}
+    if config.cache_window or config.dynamic_lr:
+        results.update(adapted(model, ids, config, test, test_kept))
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

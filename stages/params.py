@@ -13,38 +13,38 @@ import os
 import sys
 from pathlib import Path
 
-from lstmlm.errors import LstmlmError, run_main
-from lstmlm.files import write_text
-from lstmlm.corpus import TokeniseConfig
-from lstmlm.download import DownloadConfig
+from lstmlm.corpus import WIKITEXT2_VOCAB_SIZE, TokeniseConfig
+from lstmlm.download import DownloadConfig, check_corpus
+from lstmlm.errors import LstmlmError
 from lstmlm.evaluation import EvaluateConfig
-from lstmlm.options import SamplingOptions
+from lstmlm.files import write_text
+from lstmlm.guard import run_stage
+from lstmlm.machine import pick_device, set_cpu_threads
 from lstmlm.model import ModelConfig
+from lstmlm.options import SamplingOptions
 from lstmlm.params import load_yaml, read_params
 from lstmlm.resources import check_fits
-from lstmlm.training import TrainConfig, pick_device, set_cpu_threads
+from lstmlm.schedule import TrainConfig
 
 # Every section of params.yaml and the class it is (see lstmlm/params.py).
 SECTIONS = dict(download=DownloadConfig, tokenise=TokeniseConfig, model=ModelConfig,
                 train=TrainConfig, evaluate=EvaluateConfig, sample=SamplingOptions,
                 prompts=list)
 
-# The vocabulary size assumed for the memory check before tokenise has run (WikiText-2).
-DEFAULT_VOCAB_SIZE = 33_278
-
 
 def check_machine(params: dict, vocab_path: Path) -> None:
     """The checks that depend on this machine and on the data, when it exists."""
+    check_corpus(params["download"].corpus)  # a typo would cost data/raw, deleted by DVC
     train, model = params["train"], params["model"]
     device = pick_device(train.device)
     set_cpu_threads(train.threads, train.nproc)
-    vocab_size = DEFAULT_VOCAB_SIZE
+    vocab_size = WIKITEXT2_VOCAB_SIZE  # before tokenise has run: assume WikiText-2's
     if vocab_path.is_file():
         from lstmlm.vocab import Vocabulary
 
         vocab_size = len(Vocabulary.load(vocab_path))
     try:
-        model.check_vocab_size(vocab_size)
+        model = model.for_vocab(vocab_size)  # cutoffs as word counts, for the estimate too
     except ValueError as err:
         raise LstmlmError(str(err)) from None
     check_fits(model, vocab_size, train, device.type)
@@ -83,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

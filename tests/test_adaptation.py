@@ -19,7 +19,8 @@ import torch
 import yaml
 
 from conftest import TINY_MODEL, write_tiny_corpus
-from lstmlm.adaptation import (DynamicRule, adapt_split, adapted_metrics, adapted_weights,
+from lstmlm.adaptation import (DynamicRule, adapt_test, adapt_valid, adapted_metrics,
+                               adapted_weights,
                                cache_log_probs, choose_cache, dynamic_log_probs,
                                dynamic_rule, gradient_rms, mix, stream_loss)
 from lstmlm.batching import batchify
@@ -128,14 +129,15 @@ def test_cache_matches_the_formula_written_as_a_loop(monkeypatch, n, b, window, 
 def test_cache_lowers_perplexity_on_a_repeated_passage():
     model = tiny_model(200)
     valid, test = (batchify(repeated_passage(seed), 1) for seed in (1, 2))
-    chosen = {}
     config = EvaluateConfig(bptt=BPTT, cache_window=100, cache_thetas=[1.0, 100.0],
                             cache_lambdas=[0.0, 0.3, 0.6], dynamic_lr=0.0)
-    for split, data in (("valid", valid), ("test", test)):
-        static = evaluate_loss(model, data, BPTT, kept := [])
-        cached = adapt_split(model, data, kept, config, chosen, log=lambda line: None)["cache"]
-        assert cached["loss"] < static - 0.5, split
-    assert chosen["cache"].lam > 0
+    quiet = lambda line: None  # noqa: E731
+    static = evaluate_loss(model, valid, BPTT, kept := [])
+    results, choices = adapt_valid(model, valid, kept, config, log=quiet)
+    assert results["cache"]["loss"] < static - 0.5
+    assert choices["cache"].lam > 0
+    static = evaluate_loss(model, test, BPTT, kept := [])
+    assert adapt_test(model, test, kept, config, None, choices, quiet)["cache"]["loss"] < static - 0.5
 
 
 def test_dynamic_evaluation_lowers_perplexity_on_a_repeated_passage():
@@ -286,12 +288,12 @@ def test_the_grid_choice_uses_valid_only():
     valid = batchify(repeated_passage(8, VOCAB), 2)
     runs = []
     for seed in (9, 10):
-        chosen, per_split = {}, {}
-        for split, data in (("valid", valid), ("test", batchify(zipf_stream(80, seed), 1))):
-            evaluate_loss(model, data, BPTT, kept := [])
-            per_split[split] = adapt_split(model, data, kept, config, chosen, rule,
-                                           lambda line: None)
-        runs.append(adapted_metrics(per_split, chosen))
+        evaluate_loss(model, valid, BPTT, kept := [])
+        valid_results, choices = adapt_valid(model, valid, kept, config, rule, lambda line: None)
+        test = batchify(zipf_stream(80, seed), 1)
+        evaluate_loss(model, test, BPTT, kept := [])
+        test_results = adapt_test(model, test, kept, config, rule, choices, lambda line: None)
+        runs.append(adapted_metrics(valid_results, test_results, choices))
     a, b = runs
     assert set(a) == {"cache", "dynamic", "dynamic+cache"}
     for method in a:
@@ -315,7 +317,10 @@ def test_each_method_runs_only_when_on(window, lr, methods):
     config = EvaluateConfig(bptt=BPTT, cache_window=window, dynamic_lr=lr)
     evaluate_loss(model, data, BPTT, kept := [])
     rule = krause_rule(model, lr) if lr else None
-    assert set(adapt_split(model, data, kept, config, {}, rule, lambda line: None)) == methods
+    results, _ = adapt_valid(model, data, kept, config, rule, lambda line: None)
+    assert set(results) == methods
+    assert all(entry["batch"] == 2 and entry["tokens"] == data[1:].numel()
+               for entry in results.values())
 
 
 # --------------------------------------------------------------------------- params
@@ -357,7 +362,7 @@ def tiny_project(tmp_path_factory) -> Path:
     tensorise_corpus(root / "tokens", vocab, root / "ids")
     torch.manual_seed(0)
     model = LSTMLanguageModel(parse_section("model", TINY_MODEL, ModelConfig), len(vocab))
-    save_checkpoint(root / "model.pt", model, vocab, "vocab.json", {"epoch": 1})
+    save_checkpoint(root / "model.pt", model, vocab, {"epoch": 1})
     return root
 
 
@@ -381,7 +386,8 @@ def test_stage_with_both_methods_off_writes_todays_file(tiny_project):
     assert set(metrics) == {"valid", "test"}
     model = load(tiny_project / "model.pt", tiny_project / "vocab.json").model
     for split, batch_size in (("valid", 4), ("test", 2)):
-        assert set(metrics[split]) == {"loss", "ppl", "tokens_per_s"}
+        assert set(metrics[split]) == {"loss", "ppl", "tokens_per_s", "batch"}
+        assert metrics[split]["batch"] == batch_size
         data = batchify(load_ids(tiny_project / "ids", split), batch_size)
         loss = evaluate_loss(model, data, 8)
         assert metrics[split]["loss"] == round(loss, 6)
@@ -396,7 +402,7 @@ def test_stage_reports_adapted_entries_beside_the_static_ones(tiny_project):
     for split in ("train", "valid", "test"):
         ids = np.load(tiny_project / "ids" / f"{split}.npy")
         np.save(other / f"{split}.npy", ids[::-1].copy() if split == "test" else ids)
-    grid = {"cache_thetas": [0.3, 1.0], "cache_lambdas": [0.1, 0.2]}
+    grid = {"cache_thetas": [0.3, 1.0], "cache_lambdas": [0.1, 0.2], "adapt_valid_tokens": 0}
     on = run_stage(tiny_project, "on", **grid)
     off = run_stage(tiny_project, "off_too", cache_window=0, dynamic_lr=0.0)
     swapped = run_stage(tiny_project, "swapped", "ids_other", **grid)
@@ -408,10 +414,36 @@ def test_stage_reports_adapted_entries_beside_the_static_ones(tiny_project):
         assert on[method]["theta"] in grid["cache_thetas"]
         assert on[method]["lambda"] in grid["cache_lambdas"]
     assert set(on["dynamic"]) == {"valid", "test"}
-    assert set(on["dynamic"]["test"]) == {"loss", "ppl"}
+    # Valid is read for the adapted figures as test is: in test_batch_size (2) columns.
+    n_valid = len(load_ids(tiny_project / "ids", "valid"))
+    n_test = len(load_ids(tiny_project / "ids", "test"))
+    for method in ("cache", "dynamic", "dynamic+cache"):
+        assert on[method]["valid"]["batch"] == on[method]["test"]["batch"] == 2
+        assert on[method]["valid"]["tokens"] == (n_valid // 2 - 1) * 2
+        assert on[method]["test"]["tokens"] == (n_test // 2 - 1) * 2
+        assert set(on[method]["test"]) == {"loss", "ppl", "batch", "tokens"}
     for method in ("cache", "dynamic", "dynamic+cache"):
         assert {k: v for k, v in on[method].items() if k != "test"} == \
             {k: v for k, v in swapped[method].items() if k != "test"}, method
+
+
+def test_adapted_figures_read_a_prefix_of_valid_and_choose_on_it(tiny_project):
+    """adapt_valid_tokens: the adapted valid figures and the choices come from valid's first
+    tokens only; a valid split that differs after them changes nothing."""
+    other = tiny_project / "ids_tail"
+    other.mkdir(exist_ok=True)
+    for split in ("train", "valid", "test"):
+        ids = np.load(tiny_project / "ids" / f"{split}.npy")
+        if split == "valid":
+            ids = np.concatenate([ids[:120], ids[120:][::-1]])
+        np.save(other / f"{split}.npy", ids)
+    settings = {"cache_thetas": [0.3, 1.0], "cache_lambdas": [0.1, 0.2], "adapt_valid_tokens": 120}
+    head = run_stage(tiny_project, "head", **settings)
+    tail = run_stage(tiny_project, "tail", "ids_tail", **settings)
+    assert head["valid"] != tail["valid"]  # the static valid reads the whole split
+    for method in ("cache", "dynamic", "dynamic+cache"):
+        assert head[method]["valid"]["tokens"] == (120 // 2 - 1) * 2
+        assert head[method] == tail[method], method
 
 
 def test_the_dynamic_grid_benchmark_tries_each_setting(tiny_project):

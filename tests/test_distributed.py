@@ -27,7 +27,8 @@ from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import parse_section
 from lstmlm import training
-from lstmlm.training import TrainConfig, Trainer
+from lstmlm.schedule import TrainConfig
+from lstmlm.training import Trainer
 from lstmlm.vocab import Vocabulary
 
 torch.set_num_threads(1)

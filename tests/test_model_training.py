@@ -14,7 +14,8 @@ from lstmlm.evaluation import evaluate_loss
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import parse_section
 from lstmlm.resources import parameter_count
-from lstmlm.training import TrainConfig, Trainer, TrainingDiverged
+from lstmlm.schedule import TrainConfig
+from lstmlm.training import Trainer, TrainingDiverged
 
 torch.set_num_threads(1)
 
@@ -193,7 +194,7 @@ def test_divergence_stops_with_a_clear_message(tiny_data):
 def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path, tie):
     vocab = tiny_data[0]
     model = tiny_model(len(vocab), tie_weights=tie)
-    save_checkpoint(tmp_path / "m.pt", model, vocab, "v.json", {"epoch": 3})
+    save_checkpoint(tmp_path / "m.pt", model, vocab, {"epoch": 3})
     payload = torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled code inside
     assert payload["vocab"]["sha256"] == vocab.sha256
     assert payload["model_config"]["hidden"] == TINY_MODEL["hidden"]
@@ -210,7 +211,7 @@ def test_checkpoint_round_trip_loads_weights_only(tiny_data, tmp_path, tie):
 def test_checkpoint_errors_are_clear(tiny_data, tmp_path):
     vocab = tiny_data[0]
     model = tiny_model(len(vocab))
-    save_checkpoint(tmp_path / "m.pt", model, vocab, "v.json")
+    save_checkpoint(tmp_path / "m.pt", model, vocab)
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="perhaps truncated"):
@@ -224,7 +225,7 @@ def test_checkpoint_errors_are_clear(tiny_data, tmp_path):
 
 
 def test_cosine_schedule_decays_to_the_floor_and_plateau_cuts_on_a_worse_epoch(tiny_data):
-    from lstmlm.training import COSINE_FLOOR, get_lr
+    from lstmlm.schedule import COSINE_FLOOR, get_lr
 
     cosine = make_trainer(tiny_data, epochs=2, schedule="cosine").fit()
     assert cosine[0].lr == pytest.approx(TINY_TRAIN["lr"])
@@ -243,7 +244,7 @@ def test_cosine_schedule_decays_to_the_floor_and_plateau_cuts_on_a_worse_epoch(t
 
 def test_checkpoint_without_its_vocabulary_reference_is_rejected(tiny_data, tmp_path):
     vocab = tiny_data[0]
-    save_checkpoint(tmp_path / "m.pt", tiny_model(len(vocab)), vocab, "v.json")
+    save_checkpoint(tmp_path / "m.pt", tiny_model(len(vocab)), vocab)
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     del payload["vocab"]["sha256"]
     torch.save(payload, tmp_path / "bad.pt")
@@ -272,7 +273,7 @@ def test_loss_and_validation_are_fp32_whatever_the_autocast_setting(tiny_data):
 
 @pytest.mark.parametrize("precision", ["tf32", "fp32", "bf16"])
 def test_a_training_step_keeps_loss_and_gradients_in_fp32(tiny_data, precision):
-    from lstmlm.training import set_precision
+    from lstmlm.machine import set_precision
 
     set_precision(precision)
     trainer = make_trainer(tiny_data, epochs=1, precision=precision)
@@ -290,7 +291,7 @@ def test_a_training_step_keeps_loss_and_gradients_in_fp32(tiny_data, precision):
 
 
 def test_auto_precision_is_bf16_only_on_a_cpu_with_bfloat16_instructions(monkeypatch):
-    from lstmlm.training import resolve_precision
+    from lstmlm.machine import resolve_precision
 
     for amx, avx512_bf16, expected in ((True, True, "bf16"), (False, True, "bf16"),
                                        (False, False, "tf32")):
@@ -338,7 +339,7 @@ def test_ar_and_tar_add_their_defined_penalties_to_the_objective():
 
 
 def test_ntasgd_trigger_follows_merity_et_al():
-    from lstmlm.training import should_start_averaging
+    from lstmlm.schedule import should_start_averaging
 
     # The newest loss is worse than the best of those more than `nonmono` epochs before it.
     assert not should_start_averaging([5.0, 4.0, 3.0, 2.0], nonmono=2)

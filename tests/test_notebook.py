@@ -17,10 +17,15 @@ def outputs(cell) -> str:
     return "".join(out.get("text", "") for out in cell.get("outputs", []))
 
 
-def test_the_tour_notebook_runs_on_a_tiny_model(tiny_checkpoint, monkeypatch):
+def test_the_tour_notebook_runs_on_a_tiny_model(tiny_checkpoint, monkeypatch, tmp_path):
     from lstmlm.corpus import tensorise_corpus
 
+    pytest.importorskip("vl_convert", reason="vl-convert-python is not installed (plots extra)")
     root, _, vocab = tiny_checkpoint
+    for split, values in (("train", "300.0\n1\t200.0"), ("valid", "250.0\n1\t180.0")):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "ppl.tsv").write_text(f"step\tppl\n0\t{values}\n")
+    monkeypatch.setenv("LSTMLM_CURVES", str(tmp_path))  # two epochs of training curves
     if not (root / "ids" / "valid.npy").is_file():
         tensorise_corpus(root / "tok", vocab, root / "ids")
     monkeypatch.setenv("LSTMLM_DATA", str(root))  # the notebook's data folder
@@ -38,3 +43,6 @@ def test_the_tour_notebook_runs_on_a_tiny_model(tiny_checkpoint, monkeypatch):
     assert "-> features (20, 10, 16)" in text
     assert "perplexity" in text
     assert text.count("temperature ") >= 5 and "A cat" in text
+    pictures = [out for out in notebook.cells[-1].get("outputs", [])
+                if "image/png" in out.get("data", {})]
+    assert len(pictures) == 1  # the training curves, drawn

@@ -2,6 +2,8 @@
 naming the key; the `params` stage checks the whole file before any stage runs."""
 
 import dataclasses
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from lstmlm.evaluation import EvaluateConfig
 from lstmlm.generate import SamplingOptions
 from lstmlm.model import ModelConfig
 from lstmlm.params import ParamsError, parse_section, read_params
-from lstmlm.training import TrainConfig
+from lstmlm.schedule import TrainConfig
 from stages.params import SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,13 +41,14 @@ def test_every_dvc_yaml_param_exists_in_params_yaml():
 
 
 def test_each_params_key_is_listed_by_some_stage():
-    """Per-key params in dvc.yaml: a key no stage lists would change nothing when set."""
+    """A key no stage lists (itself or its whole section) would change nothing when set."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     listed = {k for stage in dvc["stages"].values() for k in stage.get("params", [])}
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, cls in SECTIONS.items():
         keys = [section] if cls is list else [f"{section}.{k}" for k in params[section]]
-        assert set(keys) <= listed, set(keys) - listed
+        unlisted = {k for k in keys if k not in listed and k.split(".")[0] not in listed}
+        assert not unlisted, unlisted
 
 
 def test_params_yaml_sets_every_field_so_code_defaults_never_decide_a_run():
@@ -133,8 +136,8 @@ def test_prompts_must_be_a_list_of_strings(tmp_path):
 def test_cutoffs_beyond_the_vocabulary_are_rejected():
     config = ModelConfig(cutoffs=[20, 100])
     with pytest.raises(ValueError, match=r"model\.cutoffs: .*vocabulary size 100"):
-        config.check_vocab_size(100)
-    config.check_vocab_size(101)
+        config.for_vocab(100)
+    config.for_vocab(101)
 
 
 def test_unknown_section_and_invalid_yaml(tmp_path):
@@ -224,10 +227,17 @@ def test_committed_params_yaml_is_the_cpu_preset():
     assert committed["preset"] == "cpu"
 
 
-def test_the_recipes_the_readme_names_exist():
+def test_the_presets_the_readme_names_are_the_presets_there_are():
+    """Every `preset=NAME` and every row of the README's preset table is a preset in conf/,
+    and every preset in conf/ is in that table."""
     from lstmlm.presets import presets
 
-    assert {"cpu", "seed", "awd", "gpu-fast", "wt103"} <= set(presets(ROOT / "conf"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"preset=([\w-]+)", readme))
+    table = set(re.findall(r"^\| `([\w-]+)` \|", readme, flags=re.M))
+    assert table and named
+    assert named | table <= set(presets(ROOT / "conf"))
+    assert table == set(presets(ROOT / "conf"))
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "preset").glob("*.yaml")))
@@ -240,26 +250,71 @@ def test_each_preset_composes_into_valid_params(preset, tmp_path):
     read_params(tmp_path / "params.yaml", **SECTIONS)
 
 
+# Keys that say where a recipe runs, not what it trains: a preset may leave them to the base.
+MACHINE_KEYS = {"train.device", "train.threads", "train.nproc"}
+
+
+def training_choices(params: dict) -> dict:
+    """The tokenise, model and train keys of composed params, but the machine's."""
+    return {f"{section}.{key}": value for section in ("tokenise", "model", "train")
+            for key, value in params[section].items()
+            if f"{section}.{key}" not in MACHINE_KEYS}
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "preset").glob("*.yaml")
+                                          if p.stem != "cpu"))
+def test_a_change_of_the_defaults_cannot_change_a_preset(preset, tmp_path):
+    """Every training choice of a recipe is stated in its own file: with every default in
+    conf/config.yaml replaced, the recipe composes to the same training params."""
+    from lstmlm.presets import compose
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    base = yaml.safe_load((conf / "config.yaml").read_text())
+    for section in ("tokenise", "model", "train"):
+        base[section] = {key: "changed-default" for key in base[section]}
+    (conf / "config.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    changed = training_choices(compose(preset, conf_dir=conf))
+    assert changed == training_choices(compose(preset, conf_dir=ROOT / "conf"))
+    assert "changed-default" not in changed.values()
+
+
 def test_seed_preset_is_exactly_the_seed_notebook_recipe():
     from lstmlm.presets import compose
 
-    cpu, seed = compose("cpu", conf_dir=ROOT / "conf"), compose("seed", conf_dir=ROOT / "conf")
+    seed = compose("seed", conf_dir=ROOT / "conf")
     recipe = {
         "tokenise": {"scheme": "basic_english"},
         "model": {"emb": 800, "hidden": 512, "layers": 2, "input_dropout": 0.65,
                   "layer_dropout": 0.65, "output_dropout": 0.65, "word_dropout": 0.0,
-                  "output": "full", "tie_weights": False},
+                  "weight_dropout": 0.0, "output": "full", "tie_weights": False},
         "train": {"optimizer": "adam", "lr": 1.0e-3, "batch_size": 128, "bptt": 50,
-                  "stateful": False, "variable_bptt": False, "epochs": 50, "schedule": "plateau"},
+                  "stateful": False, "variable_bptt": False, "epochs": 50, "schedule": "plateau",
+                  "averaging": "none", "activation_reg": 0.0, "temporal_activation_reg": 0.0},
     }
     for section, values in recipe.items():
         for key, value in values.items():
             assert seed[section][key] == value, f"{section}.{key}"
-    # Everything else is the base's.
-    from lstmlm.presets import differences
 
-    changed = set(differences(cpu, seed)) - {"preset"}
-    assert changed <= {f"{s}.{k}" for s, v in recipe.items() for k in v}
+
+def test_presets_command_answers_help_and_unknown_names_without_a_traceback():
+    def presets_command(*args):
+        return subprocess.run([sys.executable, "-m", "lstmlm.presets", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    helped = presets_command("--help")
+    assert helped.returncode == 0 and "usage:" in helped.stdout
+    assert all(name in helped.stdout for name in ("cpu", "seed", "awd", "gpu-fast", "wt103"))
+    for args in (("sed",), ("seed", "download.corpus=~/café.txt")):
+        failed = presets_command(*args)
+        assert failed.returncode == 2 and "usage:" in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr
+    assert "the presets are: awd, cpu, gpu-fast, seed, wt103" in presets_command("sed").stderr
+    assert "quoted" in presets_command("seed", "download.corpus=~/café.txt").stderr
+    printed = presets_command("seed", "model.emb=64", "download.corpus='~/café.txt'")
+    assert printed.returncode == 0, printed.stderr
+    composed = yaml.safe_load(printed.stdout)
+    assert composed["model"]["emb"] == 64 and composed["download"]["corpus"] == "~/café.txt"
 
 
 def test_awd_preset_is_the_papers_recipe():

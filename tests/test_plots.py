@@ -1,0 +1,59 @@
+"""`make plots` / lstmlm.plots: the training curves as SVG and PNG files, drawn offline."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytest.importorskip("vl_convert", reason="vl-convert-python is not installed (the plots extra)")
+
+TRAIN = [412.5, 251.0, 190.25]
+VALID = [300.0, 220.5, 201.75]
+
+
+def write_curves(folder, train=TRAIN, valid=VALID):
+    """What dvclive writes per epoch: {split}/ppl.tsv with columns step and ppl."""
+    for split, values in (("train", train), ("valid", valid)):
+        (folder / split).mkdir(parents=True)
+        rows = "".join(f"{step}\t{value}\n" for step, value in enumerate(values))
+        (folder / split / "ppl.tsv").write_text("step\tppl\n" + rows, encoding="utf-8")
+    return folder
+
+
+def test_the_chart_plots_each_epoch_of_train_and_valid(tmp_path):
+    from lstmlm.plots import perplexity_spec, read_curve
+
+    curves = write_curves(tmp_path / "curves")
+    spec = perplexity_spec({s: read_curve(curves / s / "ppl.tsv") for s in ("train", "valid")})
+    assert spec["encoding"]["x"]["title"] == "epoch"
+    points = {(v["split"], v["epoch"]): v["perplexity"] for v in spec["data"]["values"]}
+    assert points == {**{("train", e + 1): p for e, p in enumerate(TRAIN)},
+                      **{("valid", e + 1): p for e, p in enumerate(VALID)}}
+
+
+def test_make_plots_command_writes_an_svg_and_a_png_offline(tmp_path):
+    curves = write_curves(tmp_path / "curves")
+    out = tmp_path / "pictures"
+    done = subprocess.run([sys.executable, "-m", "lstmlm.plots", "--curves", str(curves),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    svg = (out / "perplexity.svg").read_text(encoding="utf-8")
+    assert svg.startswith("<svg") and ">epoch<" in svg and ">perplexity<" in svg
+    assert ">train<" in svg and ">valid<" in svg
+    # One point per epoch and split: the x axis ticks are whole epochs 1..3.
+    assert {int(t) for t in re.findall(r">([123])</text>", svg)} == {1, 2, 3}
+    png = (out / "perplexity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+
+
+def test_missing_curves_are_a_clear_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "lstmlm.plots", "--curves", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "no training curve here" in done.stderr
