@@ -154,7 +154,7 @@ def load_generator(args: argparse.Namespace):
     if args.vocab is not None and not args.vocab.is_file():
         raise LstmlmError(f"{args.vocab}: vocabulary file not found")
     from .generate import Generator
-    from .training import set_cpu_threads
+    from .machine import set_cpu_threads
 
     set_cpu_threads(args.threads, key="--threads")  # refuses absurd counts (oneDNN crashes)
     return Generator.load(args.model, args.vocab)
