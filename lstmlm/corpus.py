@@ -3,9 +3,13 @@
 Layout on disk (paths are chosen by dvc.yaml, not here):
 
     raw/{train,valid,test}.txt     one line of text per line
+    raw/split.json                 only for own prose: how download split it (owntext.py)
     tokens/{split}.txt             the same lines tokenised, space-separated, each ending "<eos>"
+    tokens/split.json              the same record, carried on for the data metrics
     vocab.json                     see vocab.py
     ids/{split}.npy                token ids, uint16 when the vocabulary fits, else int32
+
+A raw file is read as UTF-8; a byte-order mark at its start is dropped, never a word.
 
 Both stages stream: files are read in blocks of about ``CHUNK_BYTES`` cut at line ends,
 and ids are appended to the .npy file block by block, so memory follows the vocabulary
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
 import multiprocessing
 import os
 import shutil
@@ -43,6 +48,8 @@ from .text import EOS, SCHEMES, UNK, tokenise_lines
 from .vocab import Vocabulary, build_vocabulary
 
 SPLITS = ("train", "valid", "test")
+# Written beside the raw splits when the download stage split own prose (lstmlm.owntext).
+SPLIT_RECORD = "split.json"
 
 # Published statistics with the standard (whitespace + <eos>) scheme, vocabulary and
 # token counts both including <eos>: WikiText-2 v1 and WikiText-103 v1 (Merity et al.
@@ -68,15 +75,34 @@ MAX_WORKERS = 4
 class TokeniseConfig:
     """The ``tokenise`` section of params.yaml."""
 
-    scheme: str = spec("wikitext", choices=SCHEMES,
-                       doc="wikitext: the standard behind published numbers; basic_english: "
-                       "the seed notebook's torchtext tokeniser")
+    scheme: str = spec("auto", choices=("auto", *SCHEMES),
+                       doc="auto: text for own prose that the download stage split, else "
+                       "wikitext; wikitext: split on spaces (WikiText is tokenised already; "
+                       "the standard behind published numbers); text: prose as people write "
+                       "it, punctuation split off as in WikiText (as prompts are read); "
+                       "basic_english: the seed notebook's torchtext tokeniser")
     min_freq: int = spec(1, low=1, doc="words seen fewer times in train become <unk>")
     max_size: int = spec(0, low=0, doc="cap on the vocabulary size, specials included; 0: none")
 
 
 class CorpusError(LstmlmError, ValueError):
     """A corpus split is missing, empty, or does not fit its vocabulary."""
+
+
+def resolve_scheme(scheme: str, raw_dir: Path) -> str:
+    """The scheme ``tokenise.scheme`` means for the raw text in ``raw_dir``. ``auto``:
+    ``text`` for prose the download stage split (its split record lies beside the splits),
+    ``wikitext`` for text that came split (WikiText, a folder of train/valid/test files),
+    taken as tokenised already, as before."""
+    if scheme != "auto":
+        return scheme
+    return "text" if (Path(raw_dir) / SPLIT_RECORD).is_file() else "wikitext"
+
+
+def read_split_record(directory: Path) -> dict | None:
+    """The split record in ``directory``, or None when the text was not split here."""
+    path = Path(directory) / SPLIT_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
@@ -86,12 +112,15 @@ def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
 
     Read ``chunk_bytes`` at a time (default: ``CHUNK_BYTES``, looked up per call) and
     decoded like ``Path.read_text`` (universal newlines: "\\r\\n" and "\\r" read as
-    "\\n"), so the lines are those of the whole text. A line longer than a chunk is
-    gathered whole: a block never splits a line.
+    "\\n"), so the lines are those of the whole text; a byte-order mark at the start of
+    the file is dropped. A line longer than a chunk is gathered whole: a block never
+    splits a line.
     """
     chunk = chunk_bytes or CHUNK_BYTES
     start, end = span if span is not None else (0, None)
-    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(), True)
+    # utf-8-sig drops a BOM at the start of what it decodes: only a span from byte 0 has one.
+    codec = "utf-8-sig" if start == 0 else "utf-8"
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(codec)(), True)
     pending: list[str] = []  # pieces of a line that has not ended yet
     try:
         with open(path, "rb") as handle:
@@ -256,11 +285,15 @@ def _tokenise_split(src: Path, dest: Path, scheme: str, counter: Counter | None)
 
 def tokenise_corpus(raw_dir: Path, tokens_dir: Path, vocab_path: Path, *, scheme: str,
                     min_freq: int = 1, max_size: int = 0) -> tuple[Vocabulary, dict[str, int]]:
-    """Tokenise every split, build the vocabulary from train only, write both.
+    """Tokenise every split, build the vocabulary from train only, write both; carry the
+    split record, if any, into ``tokens_dir``.
 
     Streams each split (see :func:`iter_text_blocks`): memory holds a block of lines and
-    the training word counts. Returns the vocabulary and the token count of each split.
+    the training word counts. ``scheme`` may be ``auto`` (see :func:`resolve_scheme`): the
+    vocabulary records the scheme it resolved to, which generation reads prompts with.
+    Returns the vocabulary and the token count of each split.
     """
+    scheme = resolve_scheme(scheme, raw_dir)
     counts: dict[str, int] = {}
     train_counter: Counter = Counter()
     for split in SPLITS:
@@ -269,6 +302,12 @@ def tokenise_corpus(raw_dir: Path, tokens_dir: Path, vocab_path: Path, *, scheme
                                         train_counter if split == "train" else None)
     vocab = build_vocabulary(train_counter, min_freq=min_freq, max_size=max_size, scheme=scheme)
     vocab.save(vocab_path)
+    record, carried = Path(raw_dir) / SPLIT_RECORD, Path(tokens_dir) / SPLIT_RECORD
+    if record.is_file():
+        with atomic_path(carried) as tmp:
+            shutil.copyfile(record, tmp)
+    else:
+        carried.unlink(missing_ok=True)  # from an earlier run on other text
     return vocab, counts
 
 
@@ -326,11 +365,15 @@ def _encode_split(src: Path, dest: Path, vocab: Vocabulary) -> dict[str, int]:
 
 
 def tensorise_corpus(tokens_dir: Path, vocab: Vocabulary, ids_dir: Path) -> dict:
-    """Encode each tokenised split as an id array; return counts and OOV rates.
+    """Encode each tokenised split as an id array; return counts and OOV rates, and how
+    own prose was split (its record, less the source files' names and sums) when it was.
 
     Streams each split: memory holds one block of tokens and the vocabulary's index.
     """
     stats: dict = {"vocab_size": len(vocab), "dtype": id_dtype(len(vocab)).name, "splits": {}}
+    record = read_split_record(tokens_dir)
+    if record is not None:
+        stats["split"] = {key: value for key, value in record.items() if key != "files"}
     for split in SPLITS:
         got = _encode_split(Path(tokens_dir) / f"{split}.txt", Path(ids_dir) / f"{split}.npy",
                             vocab)

@@ -13,6 +13,7 @@ on the output, and optional DropConnect on the hidden-to-hidden weights.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -31,6 +32,11 @@ class Output(NamedTuple):
     state: State             # the LSTMs' final (h, c), to carry into the next batch
     top: torch.Tensor        # (T, B, hidden): the top LSTM's output, before its dropout
     top_dropped: torch.Tensor  # the same after output_dropout
+
+
+# The adaptive softmax's default clusters, as shares of the vocabulary: rounded, they are
+# the [2000, 10000] of the literature on WikiText-2's 33,278 words (2000.008, 10000.04).
+SHARE_CUTOFFS = (0.0601, 0.3005)
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,10 @@ class ModelConfig:
     tie_weights: bool = spec(True, doc="share the input embedding with the output layer "
                              "(with output adaptive: adaptive input embeddings)")
     output: str = spec("adaptive", choices=("adaptive", "full"))
-    cutoffs: list[int] = spec([2000, 10000],
-                              doc="adaptive softmax clusters over the frequency-sorted vocabulary")
+    cutoffs: list[float] = spec(list(SHARE_CUTOFFS),
+                                doc="adaptive softmax clusters over the frequency-sorted "
+                                "vocabulary: shares of it (numbers between 0 and 1; the "
+                                "default gives WikiText-2's [2000, 10000]), or word counts")
     div_value: float = spec(4.0, low=1.0)
     init: str = spec("seed", choices=("seed", "torch"),
                      doc="seed: Xavier / orthogonal / zero biases, as the seed notebook")
@@ -64,13 +72,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         cutoffs = self.cutoffs
-        if not cutoffs or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
-                                  for c in cutoffs):
+        counts = all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cutoffs)
+        shares = all(isinstance(c, float) and 0 < c < 1 for c in cutoffs)
+        if not cutoffs or not (counts or shares):
             raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected a non-empty "
-                             "list of positive integers")
+                             "list of positive integers (word counts) or of numbers between 0 "
+                             f"and 1 (shares of the vocabulary, such as {list(SHARE_CUTOFFS)})")
         if any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
             raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected strictly "
-                             "increasing integers")
+                             "increasing numbers")
 
         narrowest = int(self.out_dim // self.div_value ** len(cutoffs))
         if self.output == "adaptive" and narrowest < 1:
@@ -78,11 +88,26 @@ class ModelConfig:
                              f"{len(cutoffs)} tail clusters of a {self.out_dim}-wide output: the "
                              "last cluster would have width 0; lower it or use fewer cutoffs")
 
-    def check_vocab_size(self, vocab_size: int) -> None:
-        """Adaptive-softmax cutoffs must lie strictly inside the vocabulary."""
-        if self.output == "adaptive" and self.cutoffs[-1] >= vocab_size:
-            raise ValueError(f"model.cutoffs: {self.cutoffs!r} is not allowed; the last cutoff "
-                             f"must be below the vocabulary size {vocab_size}")
+    def for_vocab(self, vocab_size: int) -> "ModelConfig":
+        """This config for a vocabulary of ``vocab_size`` words: the adaptive softmax's
+        cutoffs as word counts (shares rounded to the nearest word, each at least one more
+        than the one before), as the model and its checkpoint hold them. Raises ValueError
+        naming model.cutoffs when they do not lie strictly inside the vocabulary."""
+        if self.output != "adaptive":
+            return self
+        cutoffs: list[int] = []
+        for cutoff in self.cutoffs:
+            count = round(cutoff * vocab_size) if isinstance(cutoff, float) else cutoff
+            cutoffs.append(max(count, cutoffs[-1] + 1 if cutoffs else 1))
+        if cutoffs[-1] >= vocab_size:
+            from_shares = cutoffs != self.cutoffs
+            here = f" (here {cutoffs})" if from_shares else ""
+            remedy = ("fewer cutoffs" if from_shares else
+                      f"shares of the vocabulary, such as {list(SHARE_CUTOFFS)} (the default)")
+            raise ValueError(f"model.cutoffs: {self.cutoffs!r}{here} is not allowed; the last "
+                             f"cutoff must be below the vocabulary size {vocab_size}; use "
+                             f"{remedy}, or model.output: full")
+        return dataclasses.replace(self, cutoffs=cutoffs)
 
     @property
     def tied_adaptive(self) -> bool:
@@ -157,7 +182,7 @@ class LSTMLanguageModel(nn.Module):
         """``init_weights=False`` skips the configured initialisation, for a model whose
         weights are loaded right after (the seed init's orthogonal QRs take seconds)."""
         super().__init__()
-        config.check_vocab_size(vocab_size)
+        config = config.for_vocab(vocab_size)  # cutoffs as word counts, checked
         self.config, self.vocab_size = config, vocab_size
         c = config
         # With a tied adaptive softmax the input embedding is the softmax's own weights

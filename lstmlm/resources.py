@@ -25,7 +25,7 @@ GIB = 2 ** 30
 
 def parameter_count(config: ModelConfig, vocab_size: int) -> int:
     """Parameters of LSTMLanguageModel(config, vocab_size), computed without building it."""
-    c = config
+    c = config.for_vocab(vocab_size)  # the cutoffs as word counts, as the model has them
     # A tied adaptive softmax is also the input embedding: no table of its own.
     count = 0 if c.tied_adaptive else vocab_size * c.emb
     for layer in range(c.layers):
@@ -46,6 +46,7 @@ def parameter_count(config: ModelConfig, vocab_size: int) -> int:
 def training_bytes(config: ModelConfig, vocab_size: int, optimizer: str, batch_size: int,
                    bptt: int, averaging: bool = False) -> int:
     """A rough upper estimate of the memory one training process needs."""
+    config = config.for_vocab(vocab_size)  # the cutoffs as word counts, as the model has them
     copies = STATE_COPIES[optimizer] + (1 if averaging else 0)
     tokens = batch_size * bptt
     units = config.layers * config.hidden + 2 * config.emb

@@ -1,14 +1,17 @@
 """Tokenisation schemes and detokenisation for reading.
 
-Both schemes turn one line of text into a list of tokens and end it with ``<eos>``:
+Every scheme turns one line of text into a list of tokens and ends it with ``<eos>``:
 
 * ``wikitext``: split on whitespace. WikiText-2 is already tokenised, so this is the
   standard behind published perplexities (pytorch/examples, AWD-LSTM).
+* ``text``: prose as people write it, tokenised as WikiText was
+  (:func:`wikitext_prompt_words`: punctuation and clitics split off), for your own text.
 * ``basic_english``: torchtext's ``basic_english`` rules (lower-case, split off
   punctuation, drop double quotes), which the seed notebook used.
 
 Text people type (prompts) is tokenised the way the vocabulary's scheme wrote its corpus:
-for ``wikitext`` that means WikiText's own conventions (:func:`wikitext_prompt_words`).
+for ``wikitext`` and ``text`` that means WikiText's own conventions
+(:func:`wikitext_prompt_words`, the very function ``text`` reads a corpus with).
 Text the model writes is joined back for reading by :class:`Detokeniser`, one token at a
 time, and by :func:`detokenise` at once. Both directions read the one rule table below
 ("How tokens join"), so that tokenising what was detokenised gives the tokens back.
@@ -16,6 +19,7 @@ time, and by :func:`detokenise` at once. Both directions read the one rule table
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Iterable
 
@@ -50,12 +54,6 @@ def basic_english_words(line: str) -> list[str]:
     for pattern, replacement in _BASIC_ENGLISH_RULES:
         line = pattern.sub(replacement, line)
     return line.split()
-
-
-SCHEMES: dict[str, Callable[[str], list[str]]] = {
-    "wikitext": wikitext_words,
-    "basic_english": basic_english_words,
-}
 
 
 def tokenise_lines(lines: Iterable[str], scheme: str) -> Iterable[list[str]]:
@@ -185,6 +183,8 @@ def detokenise(tokens: Iterable[str], scheme: str = "wikitext", headings: bool =
 
 # --------------------------------------------------------------------------- prompts
 
+# A run of "=" standing alone: a heading's marks ("== History ==" is "= = History = =").
+_HEADING_MARKS = re.compile(r"(?<=\s)(=+)(?=\s|$)|^(=+)(?=\s|$)")
 # Always tokens of their own, wherever they stand in a word (WikiText has no word with
 # one of them inside).
 _ALWAYS_SPLIT = re.compile(r'([";!?()\[\]{}%–—/…“”‘’])')
@@ -237,23 +237,42 @@ def _split_word(word: str) -> list[str]:
     return word.split() + clitics
 
 
+def _chunk_tokens(chunk: str) -> tuple[str, ...]:
+    """The tokens of one chunk of text between spaces."""
+    lead, word, trail = _split_edges(chunk)
+    return (*lead, *_split_word(word), *trail)
+
+
+# Prose repeats its words, and splitting them is most of the time it takes to read a few
+# MB of it: short chunks are remembered (at most 65,536 of at most 32 characters).
+_CACHED_CHUNK = 32
+_cached_chunk_tokens = functools.lru_cache(maxsize=1 << 16)(_chunk_tokens)
+
+
 def wikitext_prompt_words(line: str) -> list[str]:
     """Text as people write it, tokenised as WikiText was: punctuation split off
     ("Hello, world." -> Hello , world .), clitics apart (don 't, it 's), in-word hyphens
     and number separators as @-@, @,@, @.@ ("$5,000" -> $ 5 @,@ 000), headings as
     "= = History = =". Curly quotes are tokens of their own, as WikiText has them."""
-    line = re.sub(r"(?<=\s)(=+)(?=\s|$)|^(=+)(?=\s|$)",
-                  lambda m: " ".join(m.group(0)), line)  # "==" -> "= ="
+    if "=" in line:
+        line = _HEADING_MARKS.sub(lambda m: " ".join(m.group(0)), line)  # "==" -> "= ="
     tokens: list[str] = []
     for chunk in _ALWAYS_SPLIT.sub(r" \1 ", line).split():
-        lead, word, trail = _split_edges(chunk)
-        tokens += lead + _split_word(word) + trail
+        tokens += (_cached_chunk_tokens(chunk) if len(chunk) <= _CACHED_CHUNK
+                   else _chunk_tokens(chunk))
     return tokens
+
+
+SCHEMES: dict[str, Callable[[str], list[str]]] = {
+    "wikitext": wikitext_words,
+    "text": wikitext_prompt_words,
+    "basic_english": basic_english_words,
+}
 
 
 def tokenise_prompt(prompt: str, scheme: str) -> list[str]:
     """Tokens of a generation prompt (no ``<eos>`` appended; line breaks become ``<eos>``).
-    With the ``wikitext`` scheme the prompt is read as people write text
+    With the ``wikitext`` and ``text`` schemes the prompt is read as people write text
     (:func:`wikitext_prompt_words`); a prompt already in WikiText's form reads the same."""
     words = wikitext_prompt_words if scheme == "wikitext" else SCHEMES[scheme]
     lines = prompt.split("\n")

@@ -1,7 +1,7 @@
 """Stage `tensorise`: encode each tokenised split as a memory-mappable id array.
 
-Reads no params (it only checks that params.yaml is valid, like every stage, before
-writing); writes a small JSON of counts and OOV rates (a DVC metric).
+Reads no params: everything it needs is in its inputs. Writes a small JSON of counts and
+OOV rates (a DVC metric) and, for own prose, how the download stage split it.
 """
 
 from __future__ import annotations
@@ -13,20 +13,16 @@ from pathlib import Path
 from lstmlm.corpus import tensorise_corpus
 from lstmlm.errors import run_main
 from lstmlm.files import write_json
-from lstmlm.params import read_params
 from lstmlm.vocab import Vocabulary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--tokens", type=Path, required=True, help="tokenised splits")
     parser.add_argument("--vocab", type=Path, required=True, help="vocabulary JSON")
     parser.add_argument("--ids", type=Path, required=True, help="output directory of .npy")
     parser.add_argument("--metrics", type=Path, required=True, help="output metrics JSON")
     args = parser.parse_args()
-    if args.params.exists():  # no section of its own; a broken file stops it all the same
-        read_params(args.params)
 
     started = time.perf_counter()
     vocab = Vocabulary.load(args.vocab)

@@ -1,7 +1,10 @@
 """Stage `tokenise`: tokenise the raw splits and build the vocabulary from train.
 
 Reads params: tokenise.scheme, tokenise.min_freq, tokenise.max_size, and download.corpus
-(to know when WikiText-103's published counts must come out).
+(to know when WikiText-103's published counts must come out). ``tokenise.scheme: auto``
+is ``text`` for own prose the download stage split, else ``wikitext``
+(lstmlm.corpus.resolve_scheme); vocab.json records the scheme used. The split record of
+own prose, if any, is carried into --tokens for the tensorise stage's metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 from lstmlm.corpus import (WIKITEXT2_TOKENS, WIKITEXT2_VOCAB_SIZE, WIKITEXT103_TOKENS,
                            WIKITEXT103_VOCAB_SIZE, CorpusError, TokeniseConfig,
-                           tokenise_corpus)
+                           resolve_scheme, tokenise_corpus)
 from lstmlm.download import DownloadConfig
 from lstmlm.errors import run_main
 from lstmlm.files import sha256_file
@@ -25,7 +28,7 @@ WIKITEXT2_BYTES = {"train": 10_797_148, "valid": 1_121_681, "test": 1_256_449}
 
 def is_wikitext2(raw_dir: Path) -> bool:
     """True when the raw files are WikiText-2 v1, byte for byte."""
-    from lstmlm.download import load_sums
+    from lstmlm.wikitext import load_sums
 
     if any((raw_dir / f"{s}.txt").stat().st_size != n for s, n in WIKITEXT2_BYTES.items()):
         return False
@@ -39,7 +42,8 @@ def official_counts(raw_dir: Path, params, corpus: str) -> tuple[str, dict[str, 
     WikiText-2 is recognised by its checksums, whatever ``download.corpus`` says;
     WikiText-103 by ``download.corpus`` (no per-file checksums are published for it).
     """
-    if (params.scheme, params.min_freq, params.max_size) != ("wikitext", 1, 0):
+    scheme = resolve_scheme(params.scheme, raw_dir)
+    if (scheme, params.min_freq, params.max_size) != ("wikitext", 1, 0):
         return None
     if corpus == "wikitext-103":
         return "WikiText-103", {"vocab": WIKITEXT103_VOCAB_SIZE, **WIKITEXT103_TOKENS}
@@ -72,7 +76,7 @@ def main() -> None:
     started = time.perf_counter()
     vocab, counts = tokenise_corpus(args.raw, args.tokens, args.vocab, scheme=params.scheme,
                                     min_freq=params.min_freq, max_size=params.max_size)
-    print(f"tokenise: scheme {params.scheme}, vocabulary {len(vocab):,} words; tokens "
+    print(f"tokenise: scheme {vocab.scheme}, vocabulary {len(vocab):,} words; tokens "
           + " / ".join(f"{counts[s]:,}" for s in counts) + " (" + " / ".join(counts) + ")"
           + f" in {time.perf_counter() - started:.1f}s")
     official = official_counts(args.raw, params, sections["download"].corpus)

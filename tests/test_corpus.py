@@ -84,7 +84,9 @@ def test_wikitext2_published_counts(tmp_path):
     raw.mkdir()
     for split in ("train", "valid", "test"):
         (raw / f"{split}.txt").symlink_to(SHARED_WIKITEXT / f"wiki.{split}.tokens")
-    vocab, counts = tokenise_corpus(raw, tmp_path / "tok", tmp_path / "v.json", scheme="wikitext")
+    # tokenise.scheme's default, auto, reads WikiText as before: split on spaces.
+    vocab, counts = tokenise_corpus(raw, tmp_path / "tok", tmp_path / "v.json", scheme="auto")
+    assert vocab.scheme == "wikitext"
     assert len(vocab) == WIKITEXT2_VOCAB_SIZE == 33_278
     assert counts == WIKITEXT2_TOKENS == {"train": 2_088_628, "valid": 217_646, "test": 245_569}
     # Frequency order: the head of the vocabulary is what adaptive softmax expects.

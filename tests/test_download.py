@@ -1,4 +1,5 @@
-"""Tests for lstmlm.download and stages/download.py against a real local HTTP server."""
+"""Tests for lstmlm.download (with lstmlm.fetch and lstmlm.wikitext) and stages/download.py
+against a real local HTTP server."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import http.server
 import io
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -18,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from lstmlm.download import (MIRRORS, MIRRORS_103, SPLITS, USER_AGENT, WIKITEXT103_BYTES,
-                             WIKITEXT103_SHA256, DownloadError, Mirror, fetch, load_sums,
-                             parse_sums, prepare_corpus)
+from conftest import ROOT, SHARED_WIKITEXT as SHARED
+from lstmlm.corpus import SPLIT_RECORD, SPLITS
+from lstmlm.download import prepare_corpus
+from lstmlm.fetch import USER_AGENT, DownloadError, fetch
+from lstmlm.wikitext import (MIRRORS_103, WIKITEXT103_BYTES, WIKITEXT103_SHA256, Mirror,
+                             load_sums, parse_sums)
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "wikitext-2"
 
 # Tiny stand-ins for the three WikiText-2 files, in the official layout (leading space,
 # " \n" line ends) and with non-ASCII text so that byte-exact copying is exercised.
@@ -217,16 +220,25 @@ def assert_fixture_output(out: Path) -> None:
 # --------------------------------------------------------------------------- checksums
 
 
-def test_packaged_sums_are_the_shared_copy():
-    sums = load_sums()
-    assert set(sums) == set(SPLITS) and all(len(h) == 64 for h in sums.values())
-    if (SHARED / "SHA256SUMS").is_file():
-        assert sums == parse_sums((SHARED / "SHA256SUMS").read_text())
+def test_sums_are_read_from_sha256sum_output():
+    digests = {s: hashlib.sha256(s.encode()).hexdigest() for s in SPLITS}
+    text = ("# made with sha256sum\n\n"
+            f"{digests['train'].upper()}  wiki.train.tokens\n"
+            f"{digests['valid']} *wiki.valid.tokens\n"  # binary mode
+            f"{digests['test']}  wiki.test.tokens\n{'0' * 64}  README\n")
+    assert parse_sums(text) == digests
+    with pytest.raises(ValueError, match=r"lacks wiki\.\{valid\}\.tokens"):
+        parse_sums(text.replace("wiki.valid", "wiki.other"))
+    # The packaged file is the official list (its sums are checked against the real files
+    # in test_wikitext_dir_real_copy).
+    assert set(load_sums()) == set(SPLITS)
 
 
-def test_mirrors_are_live_alternatives():
-    assert MIRRORS and all(m.url.startswith("https://") for m in MIRRORS)
-    assert not any("research.metamind.io" in m.url for m in MIRRORS)  # answers 403
+def test_mirror_kinds_are_checked():
+    with pytest.raises(ValueError, match="'zip' or 'files'"):
+        Mirror("https://example.invalid/x.tar.gz", "tar")
+    with pytest.raises(ValueError, match="needs a {split} field"):
+        Mirror("https://example.invalid/train.txt", "files")
 
 
 # --------------------------------------------------------------------------- mirrors
@@ -238,9 +250,10 @@ def test_good_zip(server, requests, tmp_path):
     result = prepare_corpus("wikitext-2", out, environ=NO_ENV,
                             mirrors=(Mirror(f"{base}/good.zip"),), **FAST)
     assert_fixture_output(out)
-    assert result["source"] == f"{base}/good.zip" and result["verified"] is True
-    assert {s: f["sha256"] for s, f in result["files"].items()} == SUMS
-    assert result["files"]["train"]["bytes"] == len(FIXTURE_BYTES["train"])
+    assert result.source == f"{base}/good.zip" and result.verified is True
+    assert {s: f.sha256 for s, f in result.files.items()} == SUMS
+    assert result.files["train"].bytes == len(FIXTURE_BYTES["train"])
+    assert result.files["train"].path == str(out / "train.txt") and result.split is None
 
 
 def test_progress_bar_goes_to_stderr(server, requests, tmp_path, capsys):
@@ -257,7 +270,7 @@ def test_files_mirror(server, requests, tmp_path):
     result = prepare_corpus("wikitext-2", out, environ=NO_ENV,
                             mirrors=(Mirror(f"{base}/files/{{split}}.txt", "files"),), **FAST)
     assert_fixture_output(out)
-    assert result["files"]["valid"]["from"] == f"{base}/files/valid.txt"
+    assert result.files["valid"].origin == f"{base}/files/valid.txt"
 
 
 def test_corrupted_zip_leaves_nothing(server, requests, tmp_path):
@@ -290,7 +303,7 @@ def test_403_falls_through_to_next_mirror(server, requests, tmp_path):
                             mirrors=(Mirror(f"{base}/forbidden.zip"), Mirror(f"{base}/good.zip")),
                             **{**FAST, "retries": 3})
     assert_fixture_output(out)
-    assert result["source"] == f"{base}/good.zip"
+    assert result.source == f"{base}/good.zip"
     # A 403 is final for that URL: asked once, then the next mirror.
     assert [p for p, _ in requests] == ["/forbidden.zip", "/good.zip"]
     agents = {ua for _, ua in requests}
@@ -346,8 +359,8 @@ def test_wikitext_dir_real_copy(tmp_path):
     assert split_files(out) == ["test.txt", "train.txt", "valid.txt"]
     for split in SPLITS:
         assert filecmp.cmp(out / f"{split}.txt", SHARED / f"wiki.{split}.tokens", shallow=False)
-    assert result["verified"] and result["source"] == f"WIKITEXT_DIR={SHARED}"
-    assert {s: f["sha256"] for s, f in result["files"].items()} == load_sums()
+    assert result.verified and result.source == f"WIKITEXT_DIR={SHARED}"
+    assert {s: f.sha256 for s, f in result.files.items()} == load_sums()
 
 
 def write_wikitext_dir(directory: Path) -> Path:
@@ -407,8 +420,8 @@ def test_wikitext103_zip_from_a_mirror(server, requests, tmp_path):
     result = prepare_corpus("wikitext-103", out, environ=NO_ENV,
                             mirrors=(Mirror(f"{base}/wt103.zip"),), **FAST_103)
     assert_wt103_output(out)
-    assert result["corpus"] == "wikitext-103" and result["verified"] is True
-    assert result["files"]["train"]["from"] == f"{base}/wt103.zip [wiki.train.tokens]"
+    assert result.corpus == "wikitext-103" and result.verified is True
+    assert result.files["train"].origin == f"{base}/wt103.zip [wiki.train.tokens]"
     assert {ua for _, ua in requests} == {USER_AGENT}
 
 
@@ -498,7 +511,7 @@ def test_wikitext103_dir_with_the_zip(tmp_path):
     result = prepare_corpus("wikitext-103", out, environ={"WIKITEXT103_DIR": str(local)},
                             mirrors=(Mirror("http://127.0.0.1:9/never.zip"),), **FAST_103)
     assert_wt103_output(out)
-    assert result["verified"] is True and result["source"] == f"WIKITEXT103_DIR={local}"
+    assert result.verified is True and result.source == f"WIKITEXT103_DIR={local}"
 
 
 def test_wikitext103_dir_with_a_corrupt_zip_fails(tmp_path):
@@ -514,7 +527,7 @@ def test_wikitext103_dir_with_extracted_files(tmp_path):
     result = prepare_corpus("wikitext-103", tmp_path / "raw",
                             environ={"WIKITEXT103_DIR": str(local)}, mirrors=(), **FAST_103)
     assert_wt103_output(tmp_path / "raw")
-    assert result["verified"] is False  # no published per-file sums; tokenise checks counts
+    assert result.verified is False  # no published per-file sums; tokenise checks counts
     (local / "wiki.valid.tokens").unlink()
     with pytest.raises(DownloadError, match="neither wikitext-103-v1.zip nor .*wiki.valid"):
         prepare_corpus("wikitext-103", tmp_path / "raw2",
@@ -533,8 +546,22 @@ def test_own_corpus_directory(tmp_path):
     out = tmp_path / "raw"
     result = prepare_corpus(str(own), out, environ={"WIKITEXT_DIR": "/ignored"}, mirrors=())
     assert_fixture_output(out)
-    assert result["verified"] is False and result["source"] == str(own)
-    assert result["files"]["valid"]["from"] == str(own / "valid.tokens")
+    assert result.verified is False and result.source == str(own)
+    assert result.files["valid"].origin == str(own / "valid.tokens")
+
+
+def test_a_split_record_is_written_for_prose_only(tmp_path):
+    prose = tmp_path / "story.txt"
+    prose.write_text("".join(f"Paragraph {i}, with words.\n\n" for i in range(30)))
+    own = tmp_path / "mine"
+    own.mkdir()
+    for split, data in FIXTURE_BYTES.items():
+        (own / f"{split}.txt").write_bytes(data)
+    out = tmp_path / "raw"
+    assert prepare_corpus(str(prose), out).split is not None
+    assert (out / SPLIT_RECORD).is_file()
+    assert prepare_corpus(str(own), out).split is None  # into the same directory
+    assert_fixture_output(out)  # the old record is gone with the old text
 
 
 def test_own_corpus_missing_split_lists_names(tmp_path):
@@ -554,7 +581,8 @@ def test_own_corpus_empty_or_absent_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DownloadError, match="the directory is empty"):
         prepare_corpus(str(tmp_path / "empty"), tmp_path / "raw", mirrors=())
-    with pytest.raises(DownloadError, match="is not 'wikitext-2', 'wikitext-103' or an existing directory"):
+    with pytest.raises(DownloadError, match="is not 'wikitext-2', 'wikitext-103', or an "
+                                            "existing text file or directory"):
         prepare_corpus(str(tmp_path / "nowhere"), tmp_path / "raw", mirrors=())
 
 
@@ -579,7 +607,7 @@ def run_stage(cwd: Path, params: str, *args: str, **env_vars: str) -> subprocess
     env.pop("WIKITEXT_DIR", None)
     env.pop("WIKITEXT103_DIR", None)
     env.update(env_vars)
-    return subprocess.run([sys.executable, str(ROOT / "stages" / "download.py"), *args],
+    return subprocess.run([sys.executable, "-m", "stages.download", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -606,6 +634,17 @@ def test_stage_own_corpus(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert_fixture_output(tmp_path / "data" / "raw")
     assert "from mine" in proc.stdout and "data/raw/train.txt" in proc.stdout
+
+
+def test_stage_own_prose_reports_the_split(tmp_path):
+    (tmp_path / "story.txt").write_text("".join(f"Line {i}, of prose.\n" for i in range(40)))
+    proc = run_stage(tmp_path, "download:\n  corpus: story.txt\n  seed: 3\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "corpus story.txt from story.txt (copied, not checksummed)" in proc.stdout
+    assert re.search(r"split into 40 blocks of lines \(download\.split \[0\.9, 0\.05, 0\.05\], "
+                     r"download\.seed 3\): valid blocks \[\d+, \d+\], test blocks \[\d+, \d+\]; "
+                     r"lines 36 / 2 / 2", proc.stdout), proc.stdout
+    assert (tmp_path / "data" / "raw" / SPLIT_RECORD).is_file()
 
 
 def test_stage_wikitext103_checks_the_published_zip_sum(tmp_path):
