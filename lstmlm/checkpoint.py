@@ -1,10 +1,20 @@
-"""Checkpoints: a state_dict, the model config and a reference to the vocabulary.
+"""Checkpoints: the weights, the model config and the vocabulary, in one file that stands alone.
 
-No pickled modules: everything in the file is a tensor, a number, a string, a list or a
-dict, so it loads with ``torch.load(..., weights_only=True)``. :func:`load` is the one way
-to read one back (the stages, the command line, the server and the Python API use it):
+A checkpoint carries its vocabulary (words, counts and scheme: about 0.5 MB for
+WikiText-2), so a model.pt copied anywhere loads with nothing beside it. Nothing in the
+file is a pickled object: only tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(..., weights_only=True)``. :func:`load` is the one way to read one back (the
+stages, the command line, the server and the Python API use it):
 
     model, vocab, info = load("data/model.pt")
+
+A file is distrusted until checked. It must be a regular file no larger than this
+machine's memory (never a device or a FIFO), and its model config must give exactly the
+shapes of its weights, compared on PyTorch's meta device (shapes only, no memory) before
+the model is built for real: a config claiming a huge model costs nothing.
+
+Format 2 files, which name their vocabulary file instead of holding it, are still read;
+:func:`upgrade` rewrites one as a stand-alone file.
 """
 
 from __future__ import annotations
@@ -15,14 +25,20 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import psutil
 import torch
 
 from .errors import LstmlmError
-from .files import atomic_path
+from .files import atomic_path, open_regular
 from .model import LSTMLanguageModel, ModelConfig
+from .params import parse_section
 from .vocab import Vocabulary
 
-FORMAT = "lstmlm-checkpoint/2"  # 2: model_config is the model section, vocab_size apart
+FORMAT = "lstmlm-checkpoint/3"  # 3: the vocabulary inside the file
+FORMAT_2 = "lstmlm-checkpoint/2"  # 2: the vocabulary file named by path; read, not written
+# What each format's "vocab" entry holds.
+VOCAB_KEYS = {FORMAT: {"sha256", "scheme", "words", "counts"},
+              FORMAT_2: {"sha256", "path", "size"}}
 
 
 class CheckpointError(LstmlmError, ValueError):
@@ -38,8 +54,11 @@ class Checkpoint(NamedTuple):
     info: dict[str, Any]
 
 
+# --------------------------------------------------------------------------- writing
+
+
 def save_checkpoint(path: str | Path, model: LSTMLanguageModel, vocab: Vocabulary,
-                    vocab_path: str | Path, info: dict[str, Any] | None = None, *,
+                    info: dict[str, Any] | None = None, *,
                     state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """Write the checkpoint atomically; ``info`` holds plain metadata (epoch, ppl, ...).
 
@@ -52,16 +71,39 @@ def save_checkpoint(path: str | Path, model: LSTMLanguageModel, vocab: Vocabular
     payload = {
         "format": FORMAT,
         "model_config": dataclasses.asdict(model.config),
-        "vocab_size": model.vocab_size,
         "state_dict": {k: v.detach().cpu() for k, v in weights.items()},
-        "vocab": {"sha256": vocab.sha256, "path": str(vocab_path), "scheme": vocab.scheme,
-                  "size": len(vocab)},
+        "vocab": _vocab_record(vocab),
         "info": info or {},
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getbuffer())
+
+
+def _vocab_record(vocab: Vocabulary) -> dict[str, Any]:
+    """The vocabulary as the file holds it: the words as one string, a line each, and the
+    counts as one int64 tensor (V,). A list of words would be read back one pickle opcode
+    at a time by weights_only's unpickler, which is plain Python."""
+    words = "\n".join(vocab.words)
+    if words.count("\n") != len(vocab) - 1:  # tokenisers split on white space: never
+        raise CheckpointError("a vocabulary word holds a line break; it cannot be stored")
+    return {"sha256": vocab.sha256, "scheme": vocab.scheme, "words": words,
+            "counts": torch.tensor(vocab.counts, dtype=torch.int64)}
+
+
+def upgrade(path: str | Path, vocab_path: str | Path | None = None,
+            out: str | Path | None = None) -> Path:
+    """Rewrite a checkpoint in the current format, its vocabulary inside, at ``out``
+    (default: in place); returns the path written. Weights, config and info stay as they
+    are. For a format 2 file, the vocabulary is found as :func:`load` finds it."""
+    model, vocab, info = load(path, vocab_path)
+    out = Path(path if out is None else out)
+    save_checkpoint(out, model, vocab, info)
+    return out
+
+
+# --------------------------------------------------------------------------- reading
 
 
 def _why_unreadable(err: Exception) -> str:
@@ -83,21 +125,20 @@ def _why_unreadable(err: Exception) -> str:
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load and check a checkpoint's payload (weights only; no code is unpickled)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for damaged files
-        raise CheckpointError(f"{path}: not a readable checkpoint, perhaps truncated or not "
-                              f"a checkpoint ({_why_unreadable(err)})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an {FORMAT} file")
-    missing = [k for k in ("model_config", "vocab_size", "state_dict", "vocab", "info")
-               if k not in payload]
+    with open_regular(path, "checkpoint", psutil.virtual_memory().total,
+                      CheckpointError) as handle:
+        try:
+            payload = torch.load(handle, map_location=map_location, weights_only=True)
+        except Exception as err:  # torch raises many types for damaged files
+            raise CheckpointError(f"{path}: not a readable checkpoint, perhaps truncated or "
+                                  f"not a checkpoint ({_why_unreadable(err)})") from None
+    if not isinstance(payload, dict) or payload.get("format") not in VOCAB_KEYS:
+        raise CheckpointError(f"{path}: not an {FORMAT} (or {FORMAT_2}) file")
+    missing = [k for k in ("model_config", "state_dict", "vocab", "info") if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, it lacks {', '.join(missing)}")
-    vocab_ref = payload["vocab"]
-    if not isinstance(vocab_ref, dict) or not {"sha256", "path", "size"} <= vocab_ref.keys():
+    record = payload["vocab"]
+    if not isinstance(record, dict) or not VOCAB_KEYS[payload["format"]] <= record.keys():
         raise CheckpointError(f"{path}: the checkpoint lacks its vocabulary reference")
     return payload
 
@@ -106,43 +147,75 @@ def load(path: str | Path, vocab_path: str | Path | None = None,
          map_location: str | torch.device = "cpu") -> Checkpoint:
     """The model, vocabulary and metadata of a checkpoint.
 
-    The vocabulary is ``vocab_path`` or else the one the checkpoint refers to (looked for
-    at its stored path, relative to where training ran, then beside the checkpoint);
-    either way it must be the one the model was trained with (checked by hash, before
-    the model is built). Weights that are not finite (a diverged run) are refused.
-    Raises CheckpointError or VocabError, with a message naming the file.
+    The vocabulary is the one inside the file. A ``vocab_path`` given as well must hold
+    the same one (checked by hash, before the model is built). A format 2 file names its
+    vocabulary file: ``vocab_path``, else the stored path (relative to where training
+    ran), else that file's name beside the checkpoint. Weights that are not finite (a
+    diverged run) are refused. Raises CheckpointError or VocabError, naming the file.
     """
     path = Path(path)
-    payload = read_checkpoint(path, map_location)
+    payload = read_checkpoint(path)
     vocab = _vocabulary(payload, path, vocab_path)
-    model = _model(payload, path).to(map_location)
+    model = _model(payload, len(vocab), path).to(map_location)
     info = payload["info"] if isinstance(payload["info"], dict) else {}
     return Checkpoint(model, vocab, info)
 
 
 def _vocabulary(payload: dict, path: Path, vocab_path: str | Path | None) -> Vocabulary:
-    ref = payload["vocab"]
-    if vocab_path is None:
-        stored = Path(ref["path"])
-        beside = path.parent / stored.name
-        vocab_path = beside if not stored.is_file() and beside.is_file() else stored
+    record = payload["vocab"]
+    if payload["format"] == FORMAT:
+        inside = _embedded_vocabulary(record, path)
+        if vocab_path is None:
+            return inside
+        size, advice = len(inside), "leave --vocab out: the checkpoint holds its own"
+    else:
+        vocab_path = vocab_path or _referenced_path(record, path)
+        size, advice = record["size"], "pass the right one with --vocab"
     vocab = Vocabulary.load(vocab_path)
-    if vocab.sha256 != ref["sha256"]:
+    if vocab.sha256 != record["sha256"]:
         raise CheckpointError(
-            f"{vocab_path}: the model was trained with another vocabulary ({ref['size']} words, "
-            f"sha256 {str(ref['sha256'])[:12]}…) than this one ({len(vocab)} words, sha256 "
-            f"{vocab.sha256[:12]}…); pass the right one with --vocab")
+            f"{vocab_path}: the model was trained with another vocabulary ({size} words, "
+            f"sha256 {str(record['sha256'])[:12]}…) than this one ({len(vocab)} words, sha256 "
+            f"{vocab.sha256[:12]}…); {advice}")
     return vocab
 
 
-def _model(payload: dict, path: Path) -> LSTMLanguageModel:
-    """Rebuild the model (eval mode), without its initialisation: every weight is
-    overwritten by the strict load that follows."""
+def _embedded_vocabulary(record: dict, path: Path) -> Vocabulary:
+    words, counts = record["words"], record["counts"]
+    if (not isinstance(words, str) or not isinstance(counts, torch.Tensor)
+            or counts.dim() != 1 or counts.is_floating_point()):
+        raise CheckpointError(f"{path}: damaged checkpoint, its vocabulary is malformed")
+    vocab = Vocabulary.checked(words.split("\n"), counts.tolist(), record["scheme"],
+                               source=f"{path} (its vocabulary)")
+    if vocab.sha256 != record["sha256"]:
+        raise CheckpointError(f"{path}: damaged checkpoint, its vocabulary does not match "
+                              "the hash stored with it")
+    return vocab
+
+
+def _referenced_path(record: dict, path: Path) -> Path:
+    """Format 2: the vocabulary file at its stored path, else its name beside ``path``."""
+    if not isinstance(record["path"], str):
+        raise CheckpointError(f"{path}: damaged checkpoint, its vocabulary path is malformed")
+    stored = Path(record["path"])
+    beside = path.parent / stored.name
+    return beside if not stored.is_file() and beside.is_file() else stored
+
+
+def _model(payload: dict, vocab_size: int, path: Path) -> LSTMLanguageModel:
+    """The model (eval mode), built once its config is known to give exactly the stored
+    weights' shapes, without its initialisation: the strict load overwrites every weight."""
     try:
-        config = ModelConfig(**payload["model_config"])
-        model = LSTMLanguageModel(config, payload["vocab_size"], init_weights=False)
+        config = parse_section("model", payload["model_config"], ModelConfig)
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            expected = LSTMLanguageModel(config, vocab_size, init_weights=False).state_dict()
+    except (ValueError, TypeError) as err:  # ParamsError is a ValueError
+        raise CheckpointError(f"{path}: the stored model config is not valid ({err})") from None
+    _check_shapes(payload["state_dict"], expected, path)
+    model = LSTMLanguageModel(config, vocab_size, init_weights=False)
+    try:
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as err:
+    except RuntimeError as err:
         raise CheckpointError(f"{path}: the weights do not fit the stored model config "
                               f"({err})") from None
     for name, tensor in model.state_dict().items():
@@ -151,3 +224,21 @@ def _model(payload: dict, path: Path) -> LSTMLanguageModel:
                                   "infinity): the training run diverged; use an earlier "
                                   "checkpoint")
     return model.eval()
+
+
+def _check_shapes(weights: Any, expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Every weight the config calls for, of the shape it calls for, and nothing else."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint, its state_dict is not a mapping")
+    unfit = [f"{name} missing" for name in expected if name not in weights]
+    unfit += [f"{name} not in the config" for name in weights if name not in expected]
+    for name, want in expected.items():
+        got = weights.get(name)
+        if got is not None and not isinstance(got, torch.Tensor):
+            unfit.append(f"{name} not a tensor")
+        elif got is not None and got.shape != want.shape:
+            unfit.append(f"{name} {tuple(got.shape)}, the config needs {tuple(want.shape)}")
+    if unfit:
+        shown = "; ".join(unfit[:3]) + ("; …" if len(unfit) > 3 else "")
+        raise CheckpointError(f"{path}: the weights do not fit the stored model config "
+                              f"({shown})")

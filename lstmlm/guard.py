@@ -1,14 +1,18 @@
-"""A training run owns its outputs: one run at a time, and none outliving its caller.
+"""A stage run owns its outputs: none outlives its caller, one training run at a time,
+and an error says how to get back what DVC deleted.
 
+- ``run_stage``: how every stage script runs. DVC runs a stage as its child, often
+  through a shell (``$SHELL -c``; dash forks the command, bash execs it). When DVC is
+  killed, even with SIGKILL, nothing tells the stage, which would run on as an orphan and
+  write outputs DVC no longer records. So a watcher thread checks every second that the
+  processes from the stage's parent up to DVC are alive; when one is gone it sends the
+  stage SIGTERM, which ends it the way Ctrl-C does (atomic outputs are never half-written;
+  training keeps the resume state of its last finished epoch). And since DVC deletes a
+  stage's outputs before running it, an error under DVC names ``dvc checkout``, which
+  restores the outputs of the last successful run from DVC's cache.
 - ``RunLock``: an exclusive ``flock`` on a file in the resume directory. A second run is
   refused with a message naming the first one's process id. The kernel drops the lock
   when its holder dies, however it dies, so a lock is never stale.
-- ``stop_with_parents``: DVC runs a stage as its child (often through ``sh -c``). When
-  DVC is killed, even with SIGKILL, nothing tells the child, which would train on as an
-  orphan, write outputs DVC no longer records and race the next run. A watcher thread
-  checks every second that the chain of parents up to the DVC process is still alive;
-  when one is gone it sends this process SIGTERM, which ends training the way Ctrl-C
-  does, keeping the resume state of the last finished epoch.
 """
 
 from __future__ import annotations
@@ -19,10 +23,99 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
-from .errors import LstmlmError
+import psutil
+
+from .errors import LstmlmError, run_main
+from .files import NO_SPACE, DiskFull
 
 LOCK_FILE = "lock"
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def run_stage(main: Callable[[], object]) -> None:
+    """Run a stage's ``main()`` (and exit): stopped with its caller, SIGTERM taken as
+    Ctrl-C, and errors as one line that, under DVC, names the restoring command."""
+    stop_with_caller()
+    run_main(lambda: _with_restore_hint(main))
+
+
+def _with_restore_hint(main: Callable[[], object]) -> object:
+    try:
+        return main()
+    except LstmlmError as err:
+        raise LstmlmError(f"{err}{restore_hint()}") from None
+    except OSError as err:  # a write outside atomic_path (dvclive's logs, say)
+        if err.errno not in NO_SPACE:
+            raise
+        raise LstmlmError(f"{DiskFull.of(err.filename, err)}{restore_hint()}") from None
+
+
+def restore_hint() -> str:
+    """Under DVC (which sets DVC_STAGE for a stage's command), how to get back the outputs
+    it deleted before running the stage; elsewhere nothing."""
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return ""
+    return (f"; DVC deleted the outputs of stage {stage} before running it: `dvc checkout "
+            f"{stage}` restores the ones dvc.lock records (its last successful run)")
+
+
+def stop_with_caller(interval: float = 1.0) -> list[int]:
+    """Start the watcher; SIGTERM then raises KeyboardInterrupt in the main thread.
+    Returns the watched pids: from the parent up to the nearest process running DVC, or
+    only the parent when no DVC is among them (a user's shell that exits must not stop
+    a `nohup dvc repro`)."""
+    callers = _callers()
+    main_thread = threading.main_thread().ident
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    def watch() -> None:
+        while all(_alive(p) for p in callers):
+            time.sleep(interval)
+        # To the main thread itself, so that a blocking call there is interrupted too.
+        signal.pthread_kill(main_thread, signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-caller", daemon=True).start()
+    return [p.pid for p in callers]
+
+
+def _callers() -> list[psutil.Process]:
+    chain = []
+    for parent in psutil.Process().parents():
+        chain.append(parent)
+        if _runs_dvc(parent):
+            return chain
+    return chain[:1]
+
+
+def _runs_dvc(process: psutil.Process) -> bool:
+    """`dvc ...`, `python .../bin/dvc ...` (a venv's entry point) or `python -m dvc ...`."""
+    try:
+        words = process.cmdline()[:3]
+    except psutil.Error:
+        return False
+    return any(Path(w).name == "dvc" for w in words[:2]) or words[1:3] == ["-m", "dvc"]
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Running and not a zombie (a killed DVC stays one until its own parent reaps it);
+    psutil also tells a new process that reused the pid from the one watched."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _interrupt(signum, frame):
+    """SIGTERM ends a stage the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------- training
 
 
 class RunLock:
@@ -55,60 +148,3 @@ class RunLock:
         if self.handle is not None:
             self.handle.close()  # closing drops the flock
             self.handle = None
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process from /proc, or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and ')'
-    return fields[0], int(fields[1])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _runs_dvc(pid: int) -> bool:
-    """`dvc ...`, or `python .../bin/dvc ...` as a venv's entry point runs."""
-    return any(Path(word).name == "dvc" for word in _cmdline(pid).split()[:2])
-
-
-def watched_parents() -> list[int]:
-    """Parent pids from ours up to the nearest process running DVC; only our parent when
-    no DVC is among them (a user's shell that exits must not stop a `nohup dvc repro`)."""
-    chain, pid = [], os.getppid()
-    while pid > 1 and len(chain) < 32:
-        chain.append(pid)
-        if _runs_dvc(pid):
-            return chain
-        stat = _proc_stat(pid)
-        if stat is None:
-            break
-        pid = stat[1]
-    return chain[:1]
-
-
-def _alive(pid: int) -> bool:
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def stop_with_parents(interval: float = 1.0) -> list[int]:
-    """Start the watcher (Linux; elsewhere it does nothing); returns the watched pids."""
-    if not Path("/proc/self/stat").exists():
-        return []
-    parents, first_parent = watched_parents(), os.getppid()
-
-    def watch() -> None:
-        while all(_alive(p) for p in parents) and os.getppid() == first_parent:
-            time.sleep(interval)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="stop-with-parents", daemon=True).start()
-    return parents

@@ -8,7 +8,8 @@ by the `params` stage, before DVC deletes the last good outputs of `train`.
 from __future__ import annotations
 
 import dataclasses
-import os
+
+import psutil
 
 from .errors import LstmlmError
 from .model import ModelConfig
@@ -61,14 +62,7 @@ def available_bytes(device_type: str = "cpu") -> int:
         import torch
 
         return torch.cuda.mem_get_info()[0]
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return psutil.virtual_memory().available
 
 
 def check_fits(config: ModelConfig, vocab_size: int, train, device_type: str = "cpu") -> int:

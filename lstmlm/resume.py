@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -73,6 +74,4 @@ class ResumeFile:
             torch.save({"fingerprint": self.run_id, "trainer": trainer.state_dict()}, tmp)
 
     def remove(self) -> None:
-        import shutil
-
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -12,13 +12,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from .errors import LstmlmError
-from .files import write_text
+from .files import open_regular, write_text
 from .text import EOS, UNK
 
 FORMAT = "lstmlm-vocab/1"
+# A vocabulary file larger than this is refused unread (WikiText-103's is 5 MB).
+MAX_FILE_BYTES = 1 << 30
 
 
 class VocabError(LstmlmError, ValueError):
@@ -79,22 +81,31 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise VocabError(f"{path}: vocabulary file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise VocabError(f"{path}: not a vocabulary JSON file ({err})") from None
+        """Read a vocabulary JSON file (refused unless it is a regular file of at most
+        ``MAX_FILE_BYTES``: never a device, a FIFO or a huge sparse file)."""
+        with open_regular(path, "vocabulary file", MAX_FILE_BYTES, VocabError) as handle:
+            try:
+                raw = json.loads(handle.read().decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise VocabError(f"{path}: not a vocabulary JSON file ({err})") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise VocabError(f"{path}: not a {FORMAT} file")
-        words, counts = raw.get("words"), raw.get("counts")
+        return cls.checked(raw.get("words"), raw.get("counts"), raw.get("scheme", "wikitext"),
+                           source=str(path))
+
+    @classmethod
+    def checked(cls, words: Any, counts: Any, scheme: Any, source: str) -> "Vocabulary":
+        """A vocabulary from stored data (a JSON file, a checkpoint's copy), its types
+        checked first; a VocabError names ``source`` when they are wrong."""
         if not isinstance(words, list) or not isinstance(counts, list):
-            raise VocabError(f"{path}: damaged vocabulary, it lacks its words or counts lists")
+            raise VocabError(f"{source}: damaged vocabulary, it lacks its words or counts lists")
         if len(words) != len(counts):
-            raise VocabError(f"{path}: words and counts differ in length")
+            raise VocabError(f"{source}: words and counts differ in length")
         if not all(isinstance(w, str) for w in words):
-            raise VocabError(f"{path}: damaged vocabulary, a word is not a string")
-        return cls(tuple(words), tuple(counts), raw.get("scheme", "wikitext"))
+            raise VocabError(f"{source}: damaged vocabulary, a word is not a string")
+        if not all(isinstance(c, int) and c >= 0 for c in counts) or not isinstance(scheme, str):
+            raise VocabError(f"{source}: damaged vocabulary, a count or its scheme is malformed")
+        return cls(tuple(words), tuple(counts), scheme)
 
 
 def _json_list(items: list) -> str:

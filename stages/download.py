@@ -17,7 +17,7 @@ import logging
 import sys
 
 from lstmlm.download import DownloadConfig, PreparedCorpus, prepare_corpus
-from lstmlm.errors import run_main
+from lstmlm.guard import run_stage
 from lstmlm.params import read_params
 from lstmlm.wikitext import WIKITEXT103
 
@@ -63,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

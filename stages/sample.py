@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lstmlm.errors import run_main
 from lstmlm.files import write_text
 from lstmlm.generate import Generator
+from lstmlm.guard import run_stage
 from lstmlm.options import SamplingOptions
 from lstmlm.params import read_params
 from lstmlm.text import shorten
@@ -52,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from lstmlm.corpus import tensorise_corpus
-from lstmlm.errors import run_main
 from lstmlm.files import write_json
+from lstmlm.guard import run_stage
 from lstmlm.vocab import Vocabulary
 
 
@@ -35,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

@@ -17,8 +17,8 @@ from lstmlm.corpus import (WIKITEXT2_TOKENS, WIKITEXT2_VOCAB_SIZE, WIKITEXT103_T
                            WIKITEXT103_VOCAB_SIZE, CorpusError, TokeniseConfig,
                            resolve_scheme, tokenise_corpus)
 from lstmlm.download import DownloadConfig
-from lstmlm.errors import run_main
 from lstmlm.files import sha256_file
+from lstmlm.guard import run_stage
 from lstmlm.params import read_params
 
 # Sizes of the official WikiText-2 files: a raw file of another size cannot be one of
@@ -86,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

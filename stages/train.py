@@ -20,9 +20,9 @@ import torch
 from lstmlm.checkpoint import save_checkpoint
 from lstmlm.corpus import load_ids
 from lstmlm.distributed import all_agree, cleanup_distributed, local_world_size, setup_distributed
-from lstmlm.errors import LstmlmError, run_main
+from lstmlm.errors import LstmlmError
 from lstmlm.evaluation import perplexity
-from lstmlm.guard import RunLock, stop_with_parents
+from lstmlm.guard import RunLock, run_stage
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import read_params
 from lstmlm.resources import check_fits
@@ -81,7 +81,6 @@ def build_trainer(args, vocab: Vocabulary, model_config, train_config, rank: int
 def main() -> int | None:
     args = parse_args()
     params = read_params(args.params, model=ModelConfig, train=TrainConfig)
-    stop_with_parents()  # killing DVC ends this run too, not only DVC
     if "LOCAL_RANK" in os.environ:  # a worker under torchrun: the launcher holds the lock
         return train(args, params)
     with RunLock(args.resume_dir):
@@ -123,7 +122,7 @@ def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) ->
 
     def save_best(*_) -> None:
         p = trainer.progress
-        save_checkpoint(args.checkpoint, trainer.model, vocab, args.vocab,
+        save_checkpoint(args.checkpoint, trainer.model, vocab,
                         {"epoch": p.best_epoch, "valid_loss": p.best_valid_loss,
                          "valid_ppl": perplexity(p.best_valid_loss)},
                         state_dict=p.best_weights)
@@ -182,4 +181,4 @@ def launch_torchrun(nproc: int) -> int:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

@@ -66,5 +66,5 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = LSTMLanguageModel(ModelConfig(emb=16, hidden=24, layers=2, cutoffs=[10, 30]),
                               len(vocab)).eval()
-    save_checkpoint(root / "model.pt", model, vocab, root / "vocab.json", {"epoch": 1})
+    save_checkpoint(root / "model.pt", model, vocab, {"epoch": 1})
     return root, model, vocab

@@ -386,17 +386,14 @@ def test_load_finds_and_checks_the_vocabulary(tiny, tmp_path):
         assert torch.equal(loaded(ids)[0], model(ids)[0])
     generator = Generator.load(root / "model.pt")
     assert generator.vocab == vocab and generator.info == {"epoch": 1}
-    # Moved elsewhere, the vocabulary is found beside the checkpoint.
+    # Moved elsewhere, alone: the vocabulary is inside (tests/test_checkpoint.py).
     moved = tmp_path / "moved"
     moved.mkdir()
-    save_checkpoint(moved / "model.pt", model, vocab, tmp_path / "gone" / "vocab.json")
-    with pytest.raises(LstmlmError, match="not found"):
-        load(moved / "model.pt")
-    vocab.save(moved / "vocab.json")
+    save_checkpoint(moved / "model.pt", model, vocab)
     assert load(moved / "model.pt").vocab == vocab
     tied = LSTMLanguageModel(ModelConfig(emb=8, hidden=12, output="full", tie_weights=True),
                              len(vocab))
-    save_checkpoint(tmp_path / "tied.pt", tied, vocab, root / "vocab.json")
+    save_checkpoint(tmp_path / "tied.pt", tied, vocab)
     loaded = load(tmp_path / "tied.pt").model
     assert loaded.decoder.weight is loaded.encoder.weight
     assert torch.equal(loaded.encoder.weight, tied.encoder.weight)
@@ -411,7 +408,7 @@ def test_two_saves_of_the_same_model_are_byte_identical(tiny, tmp_path):
     file with a random name gave different bytes for the same weights (issue 13)."""
     root, model, vocab = tiny
     for name in ("a.pt", "b.pt", "sub/c.pt"):
-        save_checkpoint(tmp_path / name, model, vocab, root / "vocab.json", {"epoch": 1})
+        save_checkpoint(tmp_path / name, model, vocab, {"epoch": 1})
     first = (tmp_path / "a.pt").read_bytes()
     assert first == (tmp_path / "b.pt").read_bytes() == (tmp_path / "sub/c.pt").read_bytes()
     assert first == (root / "model.pt").read_bytes()  # the fixture's save, another directory
@@ -427,7 +424,7 @@ def test_weights_that_are_not_finite_are_refused(tiny, tmp_path):
     broken.load_state_dict(model.state_dict())
     with torch.no_grad():
         broken.lstms[1].weight_hh_l0[0, 0] = math.nan
-    save_checkpoint(tmp_path / "nan.pt", broken, vocab, root / "vocab.json")
+    save_checkpoint(tmp_path / "nan.pt", broken, vocab)
     with pytest.raises(CheckpointError, match="not finite.*lstms.1.weight_hh_l0"):
         load(tmp_path / "nan.pt")
     generator = Generator(broken, vocab)

@@ -270,11 +270,10 @@ def smaller_vocabulary(vocab: Vocabulary) -> Vocabulary:
                       vocab.scheme)
 
 
-def tiny_checkpoint(path: Path, vocab: Vocabulary, vocab_path: str = "vocab.json",
-                    **model) -> None:
+def tiny_checkpoint(path: Path, vocab: Vocabulary, **model) -> None:
     torch.manual_seed(0)
     config = parse_section("model", {**TINY_MODEL, **model}, ModelConfig)
-    save_checkpoint(path, LSTMLanguageModel(config, len(vocab)), vocab, vocab_path, {"epoch": 1})
+    save_checkpoint(path, LSTMLanguageModel(config, len(vocab)), vocab, {"epoch": 1})
 
 
 @pytest.fixture(scope="module")
@@ -423,6 +422,13 @@ def _truncated_vocab(work: Path) -> None:
     (work / "vocab.json").write_text(text[: len(text) // 2])
 
 
+def _fifo_vocab(work: Path) -> None:
+    """vocab.json replaced by a FIFO that nobody writes: a reader that opened it would
+    wait forever."""
+    (work / "vocab.json").unlink()
+    os.mkfifo(work / "vocab.json")
+
+
 def _params(**overrides):
     def setup(work: Path) -> None:
         write_params(work, **overrides)
@@ -451,6 +457,8 @@ BAD_INPUTS = {  # case: (stage, setup, what the error must say)
     "empty tokenised split": ("tensorise", _empty("tokens/test.txt"),
                               r"test\.txt: the split is empty"),
     "truncated vocabulary": ("tensorise", _truncated_vocab, "not a vocabulary JSON file"),
+    "vocabulary that is a FIFO": ("tensorise", _fifo_vocab,
+                                  r"vocab\.json: not a regular file"),
     "corpus smaller than one batch": ("train", _params(train={"batch_size": 1000}),
                                       r"too short.*train\.batch_size"),
     "test split smaller than one batch": (

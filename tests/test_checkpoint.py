@@ -1,0 +1,277 @@
+"""Checkpoints: a model file that stands alone, older files still read, hostile files refused.
+
+The hostile files are real: FIFOs made with os.mkfifo, /dev/zero, a sparse file larger
+than the memory, a config claiming a model far larger than its weights. Each is opened in
+a child process of its own, under a timeout and an address-space limit, so that a
+regression (a read that blocks or never ends, memory filled) fails one test instead of
+hanging or killing the suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+import torch
+
+from conftest import ROOT
+from lstmlm import checkpoint
+from lstmlm.checkpoint import CheckpointError, load, save_checkpoint, upgrade
+from lstmlm.model import LSTMLanguageModel, ModelConfig
+from lstmlm.vocab import Vocabulary, VocabError
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def format_2_file(path: Path, model: LSTMLanguageModel, vocab: Vocabulary,
+                  vocab_path: str | Path, info: dict | None = None) -> Path:
+    """A checkpoint as the train stage wrote them before the vocabulary went inside
+    (format 2: the vocabulary file named by path), byte for byte the old layout."""
+    payload = {
+        "format": "lstmlm-checkpoint/2",
+        "model_config": dataclasses.asdict(model.config),
+        "vocab_size": model.vocab_size,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "vocab": {"sha256": vocab.sha256, "path": str(vocab_path), "scheme": vocab.scheme,
+                  "size": len(vocab)},
+        "info": info or {},
+    }
+    torch.save(payload, path)
+    return path
+
+
+def python(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- alone
+
+
+@pytest.fixture
+def lone(tiny_checkpoint, tmp_path) -> Path:
+    """The tiny model saved where it was trained, beside its vocab.json, then copied alone
+    into an empty directory and the training directory deleted: no vocabulary file is
+    left anywhere it could be looked for."""
+    _, model, vocab = tiny_checkpoint
+    trained = tmp_path / "trained"
+    vocab.save(trained / "vocab.json")
+    save_checkpoint(trained / "model.pt", model, vocab, {"epoch": 1})
+    lone = tmp_path / "elsewhere" / "x.pt"
+    lone.parent.mkdir()
+    shutil.copy2(trained / "model.pt", lone)
+    shutil.rmtree(trained)
+    return lone
+
+
+def test_a_checkpoint_copied_alone_loads_and_generates(tiny_checkpoint, lone):
+    _, model, vocab = tiny_checkpoint
+    import lstmlm
+
+    generator = lstmlm.load(lone)
+    assert generator.vocab == vocab and generator.info == {"epoch": 1}
+    assert same_weights(generator.model, model)
+    assert len(generator.generate("the cat", words=5, seed=0).tokens) == 5
+    # Only plain data inside: the words as one string, the counts as one tensor.
+    payload = torch.load(lone, weights_only=True)
+    assert payload["format"] == checkpoint.FORMAT
+    assert payload["vocab"]["words"].split("\n") == list(vocab.words)
+    assert payload["vocab"]["counts"].tolist() == list(vocab.counts)
+
+    result = python("-m", "lstmlm", "generate", "--model", "x.pt", "--words", "6",
+                    "--seed", "0", "the cat", cwd=lone.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() and "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_copied_alone_is_served(lone):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "lstmlm", "serve", "--model", "x.pt",
+                                "--port", "0"], cwd=lone.parent, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # "serving x.pt on http://127.0.0.1:PORT/ ..."
+        assert "http://127.0.0.1:" in line, (line, process.poll())
+        url = urlsplit(next(w for w in line.split() if w.startswith("http://")))
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        connection.request("GET", "/api/info")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["vocab_size"] == 44
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_a_vocabulary_given_as_well_must_be_the_one_inside(tiny_checkpoint, lone, tmp_path):
+    root, _, vocab = tiny_checkpoint
+    assert load(lone, root / "vocab.json").vocab == vocab
+    other = Vocabulary(vocab.words[::-1], vocab.counts[::-1], vocab.scheme)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(CheckpointError, match="trained with another vocabulary"):
+        load(lone, tmp_path / "other.json")
+    with pytest.raises(VocabError, match="vocabulary file not found"):
+        load(lone, tmp_path / "missing.json")
+
+
+def test_damage_to_the_vocabulary_inside_is_caught(tiny_checkpoint, tmp_path):
+    root, _, _ = tiny_checkpoint
+    payload = torch.load(root / "model.pt", weights_only=True)
+    payload["vocab"]["words"] = payload["vocab"]["words"].replace("cat", "cut")
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(CheckpointError, match="vocabulary does not match the hash"):
+        load(tmp_path / "damaged.pt")
+
+
+# --------------------------------------------------------------------------- format 2
+
+
+def test_format_2_files_still_load_and_upgrade_to_stand_alone(tiny_checkpoint, tmp_path):
+    root, model, vocab = tiny_checkpoint
+    old = format_2_file(tmp_path / "old.pt", model, vocab, root / "vocab.json", {"epoch": 4})
+    loaded = load(old)  # the vocabulary at its stored path
+    assert loaded.vocab == vocab and loaded.info == {"epoch": 4}
+    assert same_weights(loaded.model, model)
+    # Moved, with its vocabulary beside it under the stored name.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    format_2_file(moved / "m.pt", model, vocab, tmp_path / "gone" / "vocab.json")
+    with pytest.raises(VocabError, match="not found"):
+        load(moved / "m.pt")
+    vocab.save(moved / "vocab.json")
+    assert load(moved / "m.pt").vocab == vocab
+
+    written = upgrade(old, out=tmp_path / "new" / "x.pt")
+    (root / "vocab.json").rename(root / "vocab.json.away")  # nothing to find any more
+    try:
+        again = load(written)
+    finally:
+        (root / "vocab.json.away").rename(root / "vocab.json")
+    assert again.vocab == vocab and again.info == {"epoch": 4}
+    assert same_weights(again.model, model)
+    # The same bytes as the file training would write today for these weights.
+    save_checkpoint(tmp_path / "direct.pt", model, vocab, {"epoch": 4})
+    assert written.read_bytes() == (tmp_path / "direct.pt").read_bytes()
+
+
+# --------------------------------------------------------------------------- hostile files
+
+# Run in a child: load the checkpoint (and vocabulary) named on the command line under an
+# address-space limit of what the child holds after its imports plus 1 GiB; print what
+# happened and how much the resident memory grew meanwhile.
+HOSTILE_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    import psutil, torch
+    from lstmlm.checkpoint import load
+    from lstmlm.vocab import Vocabulary
+    me = psutil.Process()
+    limit = me.memory_info().vms + (1 << 30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    before, started = me.memory_info().rss, time.monotonic()
+    what, path, vocab = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None
+    try:
+        load(path, vocab) if what == "checkpoint" else Vocabulary.load(path)
+        outcome = {"error": None, "message": ""}
+    except BaseException as err:
+        outcome = {"error": type(err).__name__, "message": str(err)}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    outcome.update(growth=peak - before, seconds=time.monotonic() - started)
+    print(json.dumps(outcome), flush=True)
+""")
+
+
+def _old(root: Path, tmp: Path, vocab_target: str | Path, **config) -> str:
+    """The tiny model as a format 2 file naming ``vocab_target``, its stored config changed
+    by ``config``: the hostile part then meets the reader old files still go through."""
+    model, vocab, _ = load(root / "model.pt")
+    path = format_2_file(tmp / "old.pt", model, vocab, vocab_target)
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"].update(config)
+    torch.save(payload, path)
+    return str(path)
+
+
+def _fifo(tmp: Path, name: str) -> str:
+    os.mkfifo(tmp / name)
+    return str(tmp / name)
+
+
+def _sparse(tmp: Path, name: str, size: int) -> str:
+    with open(tmp / name, "wb") as handle:
+        handle.truncate(size)
+    return str(tmp / name)
+
+
+HOSTILE = {  # case: (make the files -> the child's arguments, the error expected, its message)
+    "checkpoint that is a FIFO": (
+        lambda root, tmp: ["checkpoint", _fifo(tmp, "model.pt")],
+        "CheckpointError", "model.pt: not a regular file"),
+    "stored vocabulary path naming a FIFO": (
+        lambda root, tmp: ["checkpoint", _old(root, tmp, _fifo(tmp, "vocab.json"))],
+        "VocabError", "vocab.json: not a regular file"),
+    "stored vocabulary path naming /dev/zero": (
+        lambda root, tmp: ["checkpoint", _old(root, tmp, "/dev/zero")],
+        "VocabError", "/dev/zero: not a regular file"),
+    "vocabulary given as a FIFO": (
+        lambda root, tmp: ["checkpoint", _old(root, tmp, root / "vocab.json"),
+                           _fifo(tmp, "v.json")],
+        "VocabError", "v.json: not a regular file"),
+    "vocabulary file of 2 GiB (sparse)": (
+        lambda root, tmp: ["vocabulary", _sparse(tmp, "v.json", 2 << 30)],
+        "VocabError", "more than a vocabulary file can be"),
+    "checkpoint larger than the memory (sparse)": (
+        lambda root, tmp: ["checkpoint", _sparse(tmp, "big.pt",
+                                                 psutil.virtual_memory().total + (1 << 30))],
+        "CheckpointError", "more than a checkpoint can be"),
+    "config claiming far more than its weights": (  # hidden 4096: some 300 MB of LSTM
+        lambda root, tmp: ["checkpoint", _old(root, tmp, root / "vocab.json", hidden=4096)],
+        "CheckpointError", "weights do not fit the stored model config"),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_runs(tiny_checkpoint, tmp_path_factory):
+    """Every hostile case in a child process of its own, all started at once."""
+    root, _, _ = tiny_checkpoint
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    children = {}
+    for i, (case, (make, _, _)) in enumerate(HOSTILE.items()):
+        tmp = tmp_path_factory.mktemp(f"hostile{i}")
+        children[case] = subprocess.Popen(
+            [sys.executable, "-c", HOSTILE_CHILD, *make(root, tmp)], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results, deadline = {}, time.monotonic() + 180
+    for case, child in children.items():
+        try:
+            out, err = child.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results[case] = json.loads(out) if out.strip() else {"crashed": err[-2000:]}
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            results[case] = {"hung": "no answer within the time allowed"}
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_file_is_refused_at_once_without_filling_the_memory(case, hostile_runs):
+    _, error, message = HOSTILE[case]
+    result = hostile_runs[case]
+    assert result.get("error") == error and message in result["message"], result
+    assert result["seconds"] < 10, result
+    assert result["growth"] < 100 << 20, result  # nothing of the claimed size was allocated
