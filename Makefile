@@ -5,10 +5,13 @@ PYTHON  ?= python3
 STAMP   := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP  := $(VENV)/.installed-test
+REMOTE_STAMP := $(VENV)/.installed-remote
+PLOTS_STAMP := $(VENV)/.installed-plots
+REV     ?= HEAD
 MODEL   ?= data/model.pt
 SHELL   := /bin/bash
 
-.PHONY: pipeline test test-fast bench venv clean serve
+.PHONY: pipeline test test-fast bench venv clean serve remote restore plots
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +28,25 @@ $(SERVE_STAMP): $(STAMP) requirements-serve.txt
 	$(VENV)/bin/python -m pip install --quiet -r requirements-serve.txt
 	touch $(SERVE_STAMP)
 
-$(TEST_STAMP): $(STAMP) requirements-serve.txt requirements-test.txt
+$(TEST_STAMP): $(STAMP) requirements-serve.txt requirements-remote.txt requirements-plots.txt \
+		requirements-test.txt
 	$(VENV)/bin/python -m pip install --quiet -r requirements-test.txt
 	touch $(TEST_STAMP)
+
+# DVC's SSH and S3 remotes (docs/remote.md): the `remote` extra.
+$(REMOTE_STAMP): $(STAMP) requirements-remote.txt
+	$(VENV)/bin/python -m pip install --quiet -r requirements-remote.txt
+	touch $(REMOTE_STAMP)
+
+remote: $(REMOTE_STAMP)
+
+# The training curves as pictures, offline: plots/perplexity.svg and .png (the plots extra).
+$(PLOTS_STAMP): $(STAMP) requirements-plots.txt
+	$(VENV)/bin/python -m pip install --quiet -r requirements-plots.txt
+	touch $(PLOTS_STAMP)
+
+plots: $(PLOTS_STAMP)
+	$(VENV)/bin/python -m lstmlm.plots --curves metrics/train/plots/metrics --out plots
 
 # A local page to write with the model (http://127.0.0.1:8000/); MODEL=path for another one.
 serve: $(SERVE_STAMP)
@@ -37,6 +56,13 @@ serve: $(SERVE_STAMP)
 pipeline: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc metrics show
+
+# Back to the committed results after any number of `dvc exp run`s: params.yaml, dvc.lock
+# and metrics/ as committed at REV (default HEAD), data/ from DVC's cache, else the remote.
+# Code and conf/ edits stay. Nothing is trained.
+restore:
+	git restore --source=$(REV) --staged --worktree -- params.yaml dvc.lock metrics
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc checkout --force || PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc pull --force
 
 test: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q

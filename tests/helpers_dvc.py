@@ -27,9 +27,9 @@ VENV_BIN = Path(sys.executable).parent
 # What a pipeline run needs; copied rather than `git ls-files` so that other people's
 # half-written files in the working tree stay out of the temp repos.
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
-                 ".dvc/.gitignore")
+                 ".dvc/.gitignore", "Makefile", "requirements.txt", "pyproject.toml")
 PROJECT_DIRS = ("stages", "lstmlm", "tools", "conf")
-STAGES = ("params", "download", "tokenise", "tensorise", "train", "evaluate", "sample")
+STAGES = ("params", "download", "tokenise", "tensorise", "train", "evaluate", "sample", "publish")
 
 
 class CommandError(RuntimeError):
@@ -43,6 +43,7 @@ def command_env() -> dict[str, str]:
     env["DVC_NO_ANALYTICS"] = "1"
     env.pop("WIKITEXT_DIR", None)
     env.pop("DVCLIVE_TEST", None)  # it would send the train stage's dvclive files elsewhere
+    env.pop("DVC_STUDIO_TOKEN", None)  # `dvc exp push` and `dvc artifacts get` stay local
     for key in ("GIT_AUTHOR", "GIT_COMMITTER"):
         env[f"{key}_NAME"] = "lstmlm tests"
         env[f"{key}_EMAIL"] = "tests@example.invalid"
@@ -149,6 +150,19 @@ def build_tiny_repo(dest: Path, tiny_model: dict, tiny_train: dict, write_corpus
     return output
 
 
+_BUILT: dict[str, tuple[Path, str]] = {}
+
+
+def built_tiny_repo(tmp_path_factory, tiny_model: dict, tiny_train: dict,
+                    write_corpus) -> tuple[Path, str]:
+    """(repo, output of its first `dvc repro`): build_tiny_repo once per test session,
+    shared by every module that asks (tests copy it with copy_repo)."""
+    if "main" not in _BUILT:
+        repo = tmp_path_factory.mktemp("dvc") / "built"
+        _BUILT["main"] = repo, build_tiny_repo(repo, tiny_model, tiny_train, write_corpus)
+    return _BUILT["main"]
+
+
 def copy_repo(src: Path, dest: Path) -> Path:
     """A copy of a built repo, DVC cache and run-cache included (not .dvc/tmp: locks,
     queue state)."""
@@ -162,3 +176,26 @@ def copy_repo(src: Path, dest: Path) -> Path:
 def assert_clean(repo: Path) -> None:
     status = dvc(repo, "status")
     assert "Data and pipelines are up to date." in status, status
+
+
+def exp_commit(repo: Path, name: str) -> str:
+    """The commit of the experiment ``name`` (refs/exps/…/name)."""
+    for line in git(repo, "for-each-ref", "--format=%(refname) %(objectname)",
+                    "refs/exps").splitlines():
+        ref, _, sha = line.partition(" ")
+        if ref.rsplit("/", 1)[-1] == name:
+            return sha
+    raise AssertionError(f"no experiment {name!r} in {repo}")
+
+
+def locked_outs(repo: Path, rev: str) -> dict[str, str]:
+    """path -> md5 of every stage output in dvc.lock at ``rev`` (".dir" ends a folder's)."""
+    lock = yaml.safe_load(git(repo, "show", f"{rev}:dvc.lock"))
+    return {out["path"]: out["md5"] for stage in lock["stages"].values()
+            for out in stage.get("outs", [])}
+
+
+def file_md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
