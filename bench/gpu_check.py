@@ -118,7 +118,8 @@ def check_tied_input(model: LSTMLanguageModel) -> dict:
 def check_generation(model: LSTMLanguageModel) -> dict:
     """Generation on the model's device: the fused step against model.forward (fp32),
     and the number of words each sampling path draws (50 asked)."""
-    from lstmlm.generate import FusedStep, Generator, SamplingOptions
+    from lstmlm.fused_step import FusedStep
+    from lstmlm.generate import Generator, SamplingOptions
     from lstmlm.vocab import Vocabulary
 
     model.eval()

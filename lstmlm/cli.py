@@ -156,16 +156,20 @@ def load_generator(args: argparse.Namespace):
     from .generate import Generator
     from .machine import set_cpu_threads
 
-    set_cpu_threads(args.threads, key="--threads")  # refuses absurd counts (oneDNN crashes)
-    return Generator.load(args.model, args.vocab)
+    # Refuses absurd counts (oneDNN crashes); the process draws on these threads throughout.
+    threads = set_cpu_threads(args.threads, key="--threads")
+    return Generator.load(args.model, args.vocab, threads=threads)
 
 
 # ---------------------------------------------------------------------- output
 
 
 def _describe_words(words: list[str], limit: int = 10) -> str:
-    """Unknown words for a message: control characters escaped, a long list cut short."""
-    shown = [w if w.isprintable() else repr(w) for w in words[:limit]]
+    """Unknown words for a message: control characters escaped, a long word (a line of
+    3 MB read with --interactive) and a long list cut short."""
+    from .text import shorten
+
+    shown = [shorten(w if w.isprintable() else repr(w), 40) for w in words[:limit]]
     more = f" and {len(words) - limit} more" if len(words) > limit else ""
     return ", ".join(shown) + more
 
@@ -220,8 +224,18 @@ def _write_generation(out: TextIO, pieces: Iterable[str], stream: bool) -> None:
 
 
 def _reconfigure_streams(interactive: bool) -> None:
-    """Never a UnicodeEncodeError: a prompt is echoed as given, and it may hold text the
-    terminal's encoding lacks, or bytes that were not UTF-8 (kept as lone surrogates)."""
+    """Standard streams fit for the command, or a clear error before any work.
+
+    Closed ones (``>&-``) are None in sys: with no stdout there is nowhere to write the
+    text; a closed stderr becomes /dev/null, since print(file=None) would write the notes
+    into the text on stdout. Never a UnicodeEncodeError: a prompt is echoed as given, and
+    it may hold text the terminal's encoding lacks, or bytes that were not UTF-8 (kept as
+    lone surrogates)."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the process)
+    if sys.stdout is None:
+        raise LstmlmError("standard output is closed, so the text cannot be written; "
+                          "redirect it to a file (or /dev/null) instead")
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -249,10 +263,19 @@ def generate_main(argv: list[str] | None = None) -> int:
             pieces = _pieces(prompt, tokens, args.raw, generator.vocab.scheme, args.headings)
             _write_generation(out, pieces, args.stream)
     except BrokenPipeError:
-        # The reader stopped (e.g. `| head`): it has all it wanted. Point stdout at
-        # /dev/null so that Python's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader stopped (e.g. `| head`): it has all it wanted.
+        _discard_stdout()
+    except OSError as err:  # a full disk (> /dev/full), a lost terminal
+        _discard_stdout()
+        raise LstmlmError(f"cannot write the text to standard output: "
+                          f"{err.strerror or err}") from None
     return 0
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's final flush of what could not be
+    written does not raise again (a traceback and exit status 120)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # ---------------------------------------------------------------------- serve

@@ -162,7 +162,9 @@ def adaptive_input(softmax: nn.AdaptiveLogSoftmaxWithLoss, ids: torch.Tensor) ->
         else:
             project, words = softmax.tail[band - 1]  # D -> narrow, narrow -> cluster words
             vectors = F.embedding(flat[rows] - low, words.weight) @ project.weight
-        out = out.index_copy(0, rows, vectors)
+        # In the softmax weights' dtype, whatever autocast made of the product: CUDA's
+        # index_copy refuses a bf16 source for an fp32 destination (CPU autocast promotes).
+        out = out.index_copy(0, rows, vectors.to(out.dtype))
     return out.reshape(*ids.shape, -1)
 
 

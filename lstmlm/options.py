@@ -8,10 +8,18 @@ Torch-free, so that the command line checks its options before loading torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from .params import check_fields, spec
+from .params import ParamsError, check_fields, spec
+
+# Temperatures other than 0 (greedy) must lie in this range. Outside it float32, not the
+# user, decides: at 1e-40 the log-probabilities divided by the temperature overflow and
+# every word looks banned, at 1e39 the temperature itself is infinite. Inside it the
+# arithmetic is sound, and the ends already draw almost greedily and almost uniformly.
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 1e3
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,8 @@ class SamplingOptions:
     """
 
     words: int = spec(40, low=1, doc="tokens to generate, <eos> included")
-    temperature: float = spec(0.8, low=0.0, doc="0 is greedy")
+    temperature: float = spec(0.8, low=0.0, high=MAX_TEMPERATURE,
+                              doc=f"0 is greedy; else {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}")
     top_k: int = spec(0, low=0, doc="0 disables")
     top_p: float = spec(0.95, low=0.0, high=1.0, low_open=True, doc="1 disables")
     seed: int | None = spec(0, low=0, high=2**63 - 1, doc="none draws a fresh seed")
@@ -33,7 +42,20 @@ class SamplingOptions:
     stop_at_eos: bool = spec(False)
 
     def __post_init__(self) -> None:
+        self._check_temperature()
         check_fields(self, "sample")
+
+    def _check_temperature(self) -> None:
+        """The temperature's range, in one message for both ends (types, NaN and negative
+        values are check_fields' to refuse)."""
+        try:
+            value = float(self.temperature)
+        except (TypeError, ValueError):
+            return
+        if 0 < value < MIN_TEMPERATURE or MAX_TEMPERATURE < value < math.inf:
+            raise ParamsError(f"sample.temperature: {self.temperature!r} is not allowed; "
+                              f"expected 0 (greedy) or a number from {MIN_TEMPERATURE:g} to "
+                              f"{MAX_TEMPERATURE:g}")
 
     @property
     def plain(self) -> bool:

@@ -1,13 +1,17 @@
 """Stage `sample`: generate text for each prompt in params and write it as Markdown.
 
 Reads params: sample.* (the sampling options) and prompts. The Markdown file is tracked
-by git, so a pull request shows the texts
-next to the metrics.
+by git, so a pull request shows the texts next to the metrics, and tools/pr_report.py
+pastes it into pull-request comments: the prompts and the model's text are escaped, so
+that they show as written and never as HTML, links or Markdown structure (a model trained
+on HTML-bearing text writes ``<iframe src=javascript:...>``).
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import re
 from pathlib import Path
 
 from lstmlm.files import write_text
@@ -18,19 +22,45 @@ from lstmlm.params import read_params
 from lstmlm.text import shorten
 
 
+# Inline Markdown anywhere in a line: escapes, code, emphasis, links and images ([ ... ]),
+# tables, strikethrough, math.
+_INLINE = re.compile(r"([\\`*_\[\]|~$])")
+# Blocks that a line can start, even inside a paragraph: headings, list items, setext
+# underlines ("=" or "-"), numbered items ("1." or "1)").
+_BLOCK_MARK = re.compile(r"^(\s*)([#+=-])")
+_NUMBERED = re.compile(r"^(\s*\d+)([.)])")
+
+
+def markdown_text(text: str) -> str:
+    """Text shown as written in Markdown, line breaks kept: HTML's &, < and > as entities
+    (no tag, comment or autolink; no blockquote), and a backslash before what would start
+    Markdown syntax (CommonMark lets any ASCII punctuation be escaped so)."""
+    lines = []
+    for line in html.escape(text, quote=False).split("\n"):
+        line = _INLINE.sub(r"\\\1", line)
+        line = _NUMBERED.sub(r"\1\\\2", _BLOCK_MARK.sub(r"\1\\\2", line))
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def render(generations, options: SamplingOptions, info: dict) -> str:
-    """Markdown: one section per prompt, the settings on top."""
+    """Markdown: one section per prompt, the settings on top. Text from the prompts, the
+    model and the checkpoint's metadata is escaped (markdown_text)."""
+    ppl = info.get("valid_ppl")
+    ppl = f"{ppl:.1f}" if isinstance(ppl, (int, float)) else "?"
     lines = ["# Samples", "",
-             f"Model from epoch {info.get('epoch', '?')} (valid ppl "
-             f"{info.get('valid_ppl', float('nan')):.1f}); {options.words} words, temperature "
+             f"Model from epoch {markdown_text(str(info.get('epoch', '?')))} (valid ppl "
+             f"{ppl}); {options.words} words, temperature "
              f"{options.temperature:g}, top-k {options.top_k}, top-p {options.top_p:g}, "
              f"seed {options.seed}.", ""]
     for gen in generations:
-        lines += [f"## {shorten(gen.prompt, 80)}", ""]
-        text = gen.text.replace("\n", "  \n")  # Markdown line breaks for <eos>
-        lines += [f"**{gen.prompt}** {text}", ""]
+        lines += [f"## {markdown_text(shorten(gen.prompt, 80))}", ""]
+        prompt = markdown_text(" ".join(gen.prompt.split()))  # bold stops at a line break
+        text = markdown_text(gen.text).replace("\n", "  \n")  # Markdown line breaks for <eos>
+        lines += [f"**{prompt}** {text}", ""]
         if gen.unknown_words:
-            lines += [f"_Unknown words, read as `<unk>`: {', '.join(gen.unknown_words)}_", ""]
+            unknown = markdown_text(", ".join(gen.unknown_words))
+            lines += [f"_Unknown words, read as `<unk>`: {unknown}_", ""]
     return "\n".join(lines)
 
 
