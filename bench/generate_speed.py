@@ -123,7 +123,8 @@ def measure_paths(args: argparse.Namespace) -> dict[str, float]:
         results[label] = count / seconds
         # Words per CPU second as well: on a shared machine the wall clock also counts
         # the time other processes held the cores.
-        name = f"{label} (temperature {options.temperature:g}, top-p {options.top_p:g})"
+        name = label + (f" (temperature {options.temperature:g}, top-p {options.top_p:g})"
+                        if options.temperature else " (temperature 0)")
         print(f"{name:50} {count / seconds:8.0f} {count / cpu:10.0f}  "
               f"({count} words in {seconds:.2f} s)")
     return results
