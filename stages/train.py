@@ -23,11 +23,13 @@ from lstmlm.distributed import all_agree, cleanup_distributed, local_world_size,
 from lstmlm.errors import LstmlmError
 from lstmlm.evaluation import perplexity
 from lstmlm.guard import RunLock, run_stage
+from lstmlm.machine import pick_device, set_cpu_threads, set_precision
 from lstmlm.model import LSTMLanguageModel, ModelConfig
 from lstmlm.params import read_params
 from lstmlm.resources import check_fits
 from lstmlm.resume import ResumeFile, fingerprint
-from lstmlm.training import EpochRecord, TrainConfig, Trainer, pick_device, set_cpu_threads, set_precision
+from lstmlm.schedule import TrainConfig
+from lstmlm.training import EpochRecord, Trainer
 from lstmlm.vocab import Vocabulary
 
 
