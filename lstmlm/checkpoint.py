@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import psutil
 import torch
 
 from .errors import LstmlmError
@@ -125,8 +125,8 @@ def _why_unreadable(err: Exception) -> str:
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load and check a checkpoint's payload (weights only; no code is unpickled)."""
     path = Path(path)
-    with open_regular(path, "checkpoint", psutil.virtual_memory().total,
-                      CheckpointError) as handle:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no larger than RAM
+    with open_regular(path, "checkpoint", memory, CheckpointError) as handle:
         try:
             payload = torch.load(handle, map_location=map_location, weights_only=True)
         except Exception as err:  # torch raises many types for damaged files
