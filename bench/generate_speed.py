@@ -7,13 +7,17 @@ Measures, on one prompt, one stream:
   * words/s with the sample stage's default settings (temperature 0.8, top-p 0.95);
   * words/s at temperature 1 with no filters;
   * words/s when greedy (temperature 0);
+  * the memory floor: the time of the matrix-vector products every word needs (W_hh,
+    the projection, the softmax head) on the model's own weights, alone: the most words
+    per second this machine allows one stream;
   * the time from starting `python -m lstmlm generate --stream` to its first generated
-    word on stdout (interpreter start, torch import and checkpoint load included);
+    word on stdout (interpreter start, imports and checkpoint load included);
   * the Python API (lstmlm.load(...).generate, in a fresh process, as a user calls it) beside
     the command, quiet and then with --load busy processes on the machine (each a
     Python busy loop, killed when the measurement ends and ending by itself after
     BUSY_SECONDS at the latest). The API is measured with its default (one thread) and
-    with torch's own thread count (threads=None: what it did before issue 21).
+    with the BLAS library's own thread count (threads=None: all cores, as torch's default
+    was before issue 21).
 Exits with status 1 if there is no checkpoint.
 """
 
@@ -40,7 +44,7 @@ import sys, time
 import lstmlm
 model, vocab, words, prompt, threads = sys.argv[1:6]
 generator = lstmlm.load(model, vocab or None)
-generator.threads = None if threads == "torch" else int(threads)
+generator.threads = None if threads == "all" else int(threads)
 generator.generate(prompt, words=20, seed=0)  # warm up
 start = time.perf_counter()
 count = len(generator.generate(prompt, words=int(words), seed=0).tokens)
@@ -93,19 +97,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure_paths(args: argparse.Namespace) -> dict[str, float]:
     """words/s of each path in this process, on --threads threads; printed."""
-    import torch
+    import numpy
 
     from lstmlm.generate import Generator, SamplingOptions
 
-    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     generator = Generator.load(args.model, args.vocab, threads=args.threads)
     load_s = time.perf_counter() - start
-    config = generator.model.config
-    print(f"model {args.model}: vocabulary {generator.model.vocab_size}, emb {config.emb}, hidden "
+    config = generator.config
+    print(f"model {args.model}: vocabulary {len(generator.vocab)}, emb {config.emb}, hidden "
           f"{config.hidden}, {config.layers} layer(s), {config.output} softmax"
           + (f" (cutoffs {list(config.cutoffs)})" if config.output == "adaptive" else "")
-          + f"; torch {torch.__version__}, {args.threads} thread(s); loaded in {load_s:.2f} s")
+          + f"; numpy {numpy.__version__}, {args.threads} thread(s); loaded in {load_s:.2f} s")
     settings = {
         "sample defaults": SamplingOptions(words=args.words, temperature=0.8, top_p=0.95, seed=0),
         "temperature 1": SamplingOptions(words=args.words, temperature=1.0, top_p=1.0, seed=0),
@@ -127,7 +130,37 @@ def measure_paths(args: argparse.Namespace) -> dict[str, float]:
                         if options.temperature else " (temperature 0)")
         print(f"{name:50} {count / seconds:8.0f} {count / cpu:10.0f}  "
               f"({count} words in {seconds:.2f} s)")
+    floor = memory_floor(generator, args.words)
+    print(f"{'memory floor (W_hh, projection, head products)':50} {1 / floor:8.0f} "
+          f"{'':10}  ({floor * 1e6:.0f} us a word)")
     return results
+
+
+def memory_floor(generator, repeats: int) -> float:
+    """Seconds a word's matrix-vector products take alone, on the loaded weights: the
+    first LSTM's W_hh, the projection (if any) and an adaptive softmax's head (or a full
+    softmax's weight); more layers and tail clusters only add to a word's time."""
+    import numpy as np
+
+    from lstmlm.output_layer import AdaptiveOutput
+    from lstmlm.threads import BLAS_THREADS
+
+    engine = generator.engine()
+    _, hh_t, _ = engine.step.layers[0]
+    out_t = (engine.output.head_t if isinstance(engine.output, AdaptiveOutput)
+             else engine.output.weight_t)
+    products = [hh_t] + ([engine.step.projection_t] if engine.step.projection_t is not None
+                         else []) + [out_t]
+    vectors = [np.ones(m.shape[0], np.float32) for m in products]
+    with BLAS_THREADS.use(generator.threads):
+        for _ in range(20):  # warm up
+            for vector, matrix in zip(vectors, products):
+                vector @ matrix
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for vector, matrix in zip(vectors, products):
+                vector @ matrix
+    return (time.perf_counter() - start) / repeats
 
 
 # ---------------------------------------------------------------------- the command
@@ -176,7 +209,7 @@ def time_to_first_word(args: argparse.Namespace) -> float:
 
 def run_api(args: argparse.Namespace, threads: str) -> float:
     """words/s of lstmlm.load(...).generate in a fresh process (``threads``: a count, or
-    "torch" for torch's own setting)."""
+    "all" for the BLAS library's own setting)."""
     result = subprocess.run(
         [sys.executable, "-c", API_SCRIPT, str(args.model), str(args.vocab or ""),
          str(args.api_words), args.prompt, threads],
@@ -207,14 +240,14 @@ def busy_processes(count: int) -> Iterator[None]:
 def api_beside_command(args: argparse.Namespace) -> None:
     rounds = [0] + ([args.load] if args.load else [])
     print(f"\nAPI and command, {args.api_words} words at the sample defaults (words/s)")
-    print(f"{'':12} {'API (1 thread)':>15} {'API (torch threads)':>20} {'command':>10}")
+    print(f"{'':12} {'API (1 thread)':>15} {'API (all threads)':>20} {'command':>10}")
     for load in rounds:
         with busy_processes(load):
             api = run_api(args, "1")
-            api_torch = run_api(args, "torch")
+            api_all = run_api(args, "all")
             command = run_command(args, args.api_words)[1]
         label = "quiet" if load == 0 else f"{load} busy"
-        print(f"{label:12} {api:15.0f} {api_torch:20.0f} {command:10.0f}")
+        print(f"{label:12} {api:15.0f} {api_all:20.0f} {command:10.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,9 @@ Builds the model of --params (its model and train sections) on the GPU and print
   - the GPU's bf16, TF32 and fp32 matmul peaks (8192^3 products);
   - the two paths issue 23 found broken by reading: the tied adaptive input under CUDA bf16
     autocast (index_copy refused a bf16 source for an fp32 destination), and generation
-    on a CUDA model (the fused step made its token id on the CPU): the input's dtype and
-    difference from fp32, the fused step against the model's own forward, and 50 words
-    drawn by each sampling path.
+    from a CUDA model (now on numpy, from copies of its weights): the input's dtype and
+    difference from fp32, the numpy step against the model's own forward on the GPU,
+    and 50 words drawn by each sampling path.
 bench/gpu_recipe.py runs this first, then the `awd` and `gpu-fast` recipes.
 
 Exits with a message (status 1) when there is no CUDA device.
@@ -116,8 +116,11 @@ def check_tied_input(model: LSTMLanguageModel) -> dict:
 
 
 def check_generation(model: LSTMLanguageModel) -> dict:
-    """Generation on the model's device: the fused step against model.forward (fp32),
-    and the number of words each sampling path draws (50 asked)."""
+    """Generation from a model on the GPU: the numpy engine (on the CPU, from copies of
+    the weights) against model.forward on the device (fp32), and the number of words
+    each sampling path draws (50 asked)."""
+    import numpy as np
+
     from lstmlm.fused_step import FusedStep
     from lstmlm.generate import Generator, SamplingOptions
     from lstmlm.vocab import Vocabulary
@@ -128,9 +131,11 @@ def check_generation(model: LSTMLanguageModel) -> dict:
     generator = Generator(model, Vocabulary(words, tuple(range(len(words), 0, -1))))
     ids = torch.randint(0, model.vocab_size, (40,)).tolist()
     with torch.inference_mode(), full_precision():
-        expected = model(torch.tensor(ids, device=device).view(-1, 1)).features
-        step = FusedStep(model, generator.prime(ids[:10])[1])
-        worst = max(float((step(ids[t]) - expected[t]).abs().max()) for t in range(10, 40))
+        expected = model(torch.tensor(ids, device=device).view(-1, 1)).features[:, 0]
+    expected = expected.float().cpu().numpy()  # (T, D)
+    step = FusedStep(generator.engine().step)
+    ours = [step.prime(ids[:10])] + [step(token) for token in ids[10:]]
+    worst = max(float(np.abs(f - expected[t]).max()) for f, t in zip(ours, range(9, 40)))
     report: dict = {"fused_step_max_abs_diff": worst}
     paths = {"sample defaults": {}, "temperature 1": dict(temperature=1.0, top_p=1.0),
              "greedy": dict(temperature=0.0), "top-k 40": dict(top_k=40)}

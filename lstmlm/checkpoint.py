@@ -2,16 +2,18 @@
 
 A checkpoint carries its vocabulary (words, counts and scheme: about 0.5 MB for
 WikiText-2), so a model.pt copied anywhere loads with nothing beside it. Nothing in the
-file is a pickled object: only tensors, numbers, strings, lists and dicts, so it loads with
-``torch.load(..., weights_only=True)``. :func:`load` is the one way to read one back (the
-stages, the command line, the server and the Python API use it):
+file is a pickled object: only tensors, numbers, strings, lists and dicts. It is written
+with ``torch.save`` and read without torch (lstmlm.torch_archive: an unpickler that
+builds nothing else), so the command line and the server start without importing it:
 
-    model, vocab, info = load("data/model.pt")
+    model, vocab, info = load("data/model.pt")            # the torch model
+    weights, vocab, info = load_weights("data/model.pt")  # numpy arrays, no torch
 
-A file is distrusted until checked. It must be a regular file no larger than this
-machine's memory (never a device or a FIFO), and its model config must give exactly the
-shapes of its weights, compared on PyTorch's meta device (shapes only, no memory) before
-the model is built for real: a config claiming a huge model costs nothing.
+A file is distrusted until checked, by both alike. It must be a regular file no larger
+than this machine's memory (never a device or a FIFO); its model config must be valid
+and call for exactly the weights it holds, shapes compared before anything is built
+(ModelConfig.weight_shapes: a config claiming a huge model costs nothing); every weight
+must be finite, and the vocabulary the one it was trained with (by hash).
 
 Format 2 files, which name their vocabulary file instead of holding it, are still read;
 :func:`upgrade` rewrites one as a stand-alone file.
@@ -22,17 +24,22 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
+import numpy as np
 
 from .errors import LstmlmError
 from .files import atomic_path, open_regular
-from .model import LSTMLanguageModel, ModelConfig
+from .model_config import ModelConfig
 from .params import parse_section
+from .torch_archive import ArchiveError, read_archive
 from .vocab import Vocabulary
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import LSTMLanguageModel
 
 FORMAT = "lstmlm-checkpoint/3"  # 3: the vocabulary inside the file
 FORMAT_2 = "lstmlm-checkpoint/2"  # 2: the vocabulary file named by path; read, not written
@@ -54,6 +61,22 @@ class Checkpoint(NamedTuple):
     info: dict[str, Any]
 
 
+class Weights(NamedTuple):
+    """A model's weights without torch: its config (the adaptive softmax's cutoffs as
+    word counts) and float32 arrays named and shaped as the model's state_dict."""
+
+    config: ModelConfig
+    arrays: dict[str, np.ndarray]
+
+
+class StoredWeights(NamedTuple):
+    """What :func:`load_weights` returns: as :class:`Checkpoint`, the weights as arrays."""
+
+    weights: Weights
+    vocab: Vocabulary
+    info: dict[str, Any]
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -67,6 +90,8 @@ def save_checkpoint(path: str | Path, model: LSTMLanguageModel, vocab: Vocabular
     the contents: torch.save names the records inside its zip archive after the file it
     writes to, so it writes to memory first, never to the temporary file's random name.
     """
+    import torch
+
     weights = model.state_dict() if state_dict is None else state_dict
     payload = {
         "format": FORMAT,
@@ -85,6 +110,8 @@ def _vocab_record(vocab: Vocabulary) -> dict[str, Any]:
     """The vocabulary as the file holds it: the words as one string, a line each, and the
     counts as one int64 tensor (V,). A list of words would be read back one pickle opcode
     at a time by weights_only's unpickler, which is plain Python."""
+    import torch
+
     words = "\n".join(vocab.words)
     if words.count("\n") != len(vocab) - 1:  # tokenisers split on white space: never
         raise CheckpointError("a vocabulary word holds a line break; it cannot be stored")
@@ -106,33 +133,17 @@ def upgrade(path: str | Path, vocab_path: str | Path | None = None,
 # --------------------------------------------------------------------------- reading
 
 
-def _why_unreadable(err: Exception) -> str:
-    """torch.load's error in one line, without its advice to retry with
-    ``weights_only=False`` or to allow-list globals: that would run code from the file."""
-    text = str(err)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-        found = re.search(r"GLOBAL (\S+)", text)
-        if found:
-            return f"it holds a Python object ({found.group(1)}), not only tensors and plain data"
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    reason = lines[0] if lines else type(err).__name__
-    if "weights_only" in reason or "trust" in reason:
-        reason = type(err).__name__
-    return reason[:200]
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load and check a checkpoint's payload (weights only; no code is unpickled)."""
-    path = Path(path)
+def _read_payload(path: Path) -> dict:
+    """A checkpoint's payload, its tensors as read-only numpy arrays, its structure
+    checked (no code is unpickled)."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no larger than RAM
     with open_regular(path, "checkpoint", memory, CheckpointError) as handle:
         try:
-            payload = torch.load(handle, map_location=map_location, weights_only=True)
-        except Exception as err:  # torch raises many types for damaged files
+            payload = read_archive(handle)
+        except ArchiveError as err:
             raise CheckpointError(f"{path}: not a readable checkpoint, perhaps truncated or "
-                                  f"not a checkpoint ({_why_unreadable(err)})") from None
-    if not isinstance(payload, dict) or payload.get("format") not in VOCAB_KEYS:
+                                  f"not a checkpoint ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, FORMAT_2):
         raise CheckpointError(f"{path}: not an {FORMAT} (or {FORMAT_2}) file")
     missing = [k for k in ("model_config", "state_dict", "vocab", "info") if k not in payload]
     if missing:
@@ -141,6 +152,29 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(record, dict) or not VOCAB_KEYS[payload["format"]] <= record.keys():
         raise CheckpointError(f"{path}: the checkpoint lacks its vocabulary reference")
     return payload
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's payload as ``torch.load`` gives it (tensors as torch tensors), its
+    structure checked: for comparing files (the weights are not checked: see load)."""
+    import torch
+
+    def tensors(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(np.array(value))  # a writable copy
+        return {k: tensors(v) for k, v in value.items()} if isinstance(value, dict) else value
+    return tensors(_read_payload(Path(path)))
+
+
+def load_weights(path: str | Path, vocab_path: str | Path | None = None) -> StoredWeights:
+    """The weights (as numpy arrays), vocabulary and metadata of a checkpoint, without
+    torch and with every check :func:`load` makes."""
+    path = Path(path)
+    payload = _read_payload(path)
+    vocab = _vocabulary(payload, path, vocab_path)
+    weights = _weights(payload, len(vocab), path)
+    info = payload["info"] if isinstance(payload["info"], dict) else {}
+    return StoredWeights(weights, vocab, info)
 
 
 def load(path: str | Path, vocab_path: str | Path | None = None,
@@ -153,12 +187,21 @@ def load(path: str | Path, vocab_path: str | Path | None = None,
     ran), else that file's name beside the checkpoint. Weights that are not finite (a
     diverged run) are refused. Raises CheckpointError or VocabError, naming the file.
     """
-    path = Path(path)
-    payload = read_checkpoint(path)
-    vocab = _vocabulary(payload, path, vocab_path)
-    model = _model(payload, len(vocab), path).to(map_location)
-    info = payload["info"] if isinstance(payload["info"], dict) else {}
-    return Checkpoint(model, vocab, info)
+    weights, vocab, info = load_weights(path, vocab_path)
+    return Checkpoint(build_model(weights, len(vocab)).to(map_location), vocab, info)
+
+
+def build_model(weights: Weights, vocab_size: int) -> LSTMLanguageModel:
+    """The torch model (eval mode, on the CPU) holding checked ``weights``, built without
+    its initialisation: the strict load overwrites every weight."""
+    import torch
+
+    from .model import LSTMLanguageModel
+
+    model = LSTMLanguageModel(weights.config, vocab_size, init_weights=False)
+    model.load_state_dict({name: torch.from_numpy(np.array(array))
+                           for name, array in weights.arrays.items()})
+    return model.eval()
 
 
 def _vocabulary(payload: dict, path: Path, vocab_path: str | Path | None) -> Vocabulary:
@@ -182,8 +225,8 @@ def _vocabulary(payload: dict, path: Path, vocab_path: str | Path | None) -> Voc
 
 def _embedded_vocabulary(record: dict, path: Path) -> Vocabulary:
     words, counts = record["words"], record["counts"]
-    if (not isinstance(words, str) or not isinstance(counts, torch.Tensor)
-            or counts.dim() != 1 or counts.is_floating_point()):
+    if (not isinstance(words, str) or not isinstance(counts, np.ndarray)
+            or counts.ndim != 1 or counts.dtype.kind not in "iu"):
         raise CheckpointError(f"{path}: damaged checkpoint, its vocabulary is malformed")
     vocab = Vocabulary.checked(words.split("\n"), counts.tolist(), record["scheme"],
                                source=f"{path} (its vocabulary)")
@@ -202,31 +245,26 @@ def _referenced_path(record: dict, path: Path) -> Path:
     return beside if not stored.is_file() and beside.is_file() else stored
 
 
-def _model(payload: dict, vocab_size: int, path: Path) -> LSTMLanguageModel:
-    """The model (eval mode), built once its config is known to give exactly the stored
-    weights' shapes, without its initialisation: the strict load overwrites every weight."""
+def _weights(payload: dict, vocab_size: int, path: Path) -> Weights:
+    """The stored weights as float32 arrays, once the config is known to be valid, to
+    call for exactly their names and shapes, and every weight to be finite."""
     try:
         config = parse_section("model", payload["model_config"], ModelConfig)
-        with torch.device("meta"):  # shapes only: nothing is allocated
-            expected = LSTMLanguageModel(config, vocab_size, init_weights=False).state_dict()
+        expected = config.weight_shapes(vocab_size)
     except (ValueError, TypeError) as err:  # ParamsError is a ValueError
         raise CheckpointError(f"{path}: the stored model config is not valid ({err})") from None
     _check_shapes(payload["state_dict"], expected, path)
-    model = LSTMLanguageModel(config, vocab_size, init_weights=False)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit the stored model config "
-                              f"({err})") from None
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    arrays = {}
+    for name, array in payload["state_dict"].items():
+        arrays[name] = np.asarray(array, dtype=np.float32)  # native byte order
+        if not np.isfinite(arrays[name]).all():
             raise CheckpointError(f"{path}: the weights are not finite ({name} holds NaN or "
                                   "infinity): the training run diverged; use an earlier "
                                   "checkpoint")
-    return model.eval()
+    return Weights(config.for_vocab(vocab_size), arrays)
 
 
-def _check_shapes(weights: Any, expected: dict[str, torch.Tensor], path: Path) -> None:
+def _check_shapes(weights: Any, expected: dict[str, tuple[int, ...]], path: Path) -> None:
     """Every weight the config calls for, of the shape it calls for, and nothing else."""
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: damaged checkpoint, its state_dict is not a mapping")
@@ -234,10 +272,12 @@ def _check_shapes(weights: Any, expected: dict[str, torch.Tensor], path: Path) -
     unfit += [f"{name} not in the config" for name in weights if name not in expected]
     for name, want in expected.items():
         got = weights.get(name)
-        if got is not None and not isinstance(got, torch.Tensor):
+        if got is not None and not isinstance(got, np.ndarray):
             unfit.append(f"{name} not a tensor")
-        elif got is not None and got.shape != want.shape:
-            unfit.append(f"{name} {tuple(got.shape)}, the config needs {tuple(want.shape)}")
+        elif got is not None and got.dtype.kind != "f":
+            unfit.append(f"{name} of {got.dtype}, not floating point")
+        elif got is not None and got.shape != want:
+            unfit.append(f"{name} {got.shape}, the config needs {want}")
     if unfit:
         shown = "; ".join(unfit[:3]) + ("; …" if len(unfit) > 3 else "")
         raise CheckpointError(f"{path}: the weights do not fit the stored model config "

@@ -1,9 +1,10 @@
 """The commands behind ``python -m lstmlm``: ``generate`` and ``serve``.
 
-Arguments are parsed and checked before torch is imported, so ``--help`` and bad
+Arguments are parsed and checked before numpy is imported, so ``--help`` and bad
 values answer at once: the sampling options by lstmlm.options.SamplingOptions, the one
 place that holds their defaults and limits. Errors the user can fix end with a message on stderr and exit
 status 2 (argparse's own, or LstmlmError through errors.run_main), never a traceback.
+Neither command imports torch: generation runs on numpy (lstmlm.generate).
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="vocabulary JSON (default: the one the checkpoint refers to); "
                              "it must be the one the model was trained with")
     parser.add_argument("--threads", type=non_negative_int, default=1,
-                        help="CPU threads for torch; 0: all cores (default: %(default)s: one "
-                             "stream's matrix-vector products gain little from more, and on a "
-                             "busy machine a second thread can slow them down many times)")
+                        help="CPU threads for the matrix products; 0: all cores (default: "
+                             "%(default)s: one stream's matrix-vector products gain little from "
+                             "more, and on a busy machine a second thread can slow them down "
+                             "many times)")
 
 
 def generate_parser() -> argparse.ArgumentParser:
@@ -147,18 +149,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 
 def load_generator(args: argparse.Namespace):
-    """The checks that come before loading (missing files, before torch is imported;
-    --threads), then the Generator for --model and --vocab."""
+    """The checks that come before loading (missing files, before numpy is imported;
+    --threads), then the Generator for --model and --vocab (which never imports torch)."""
     if not args.model.is_file():
         raise LstmlmError(f"{args.model}: checkpoint not found")
     if args.vocab is not None and not args.vocab.is_file():
         raise LstmlmError(f"{args.vocab}: vocabulary file not found")
-    from .generate import Generator
-    from .machine import set_cpu_threads
+    from .threads import cpu_threads, set_process_threads
 
-    # Refuses absurd counts (oneDNN crashes); the process draws on these threads throughout.
-    threads = set_cpu_threads(args.threads, key="--threads")
-    return Generator.load(args.model, args.vocab, threads=threads)
+    threads = cpu_threads(args.threads, key="--threads")  # refuses absurd counts
+    from .generate import Generator
+
+    generator = Generator.load(args.model, args.vocab, threads=threads)
+    # The page draws from worker threads, which cannot set the BLAS's count themselves.
+    set_process_threads(threads)
+    return generator
 
 
 # ---------------------------------------------------------------------- output

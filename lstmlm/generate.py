@@ -1,108 +1,66 @@
-"""Text generation from a prompt, usable without DVC:
+"""Text generation from a prompt, usable without DVC, and without torch:
 
     import lstmlm
     generator = lstmlm.load("data/model.pt")           # a Generator
     print(generator.generate("The Beatles are", words=50, temperature=0.8, seed=0).text)
 
-(``Generator(model, vocab)`` works as well with a model from ``checkpoint.load`` or one
-built in code.) The settings are lstmlm.options.SamplingOptions (also importable from here): the
-``sample`` section of params.yaml, the command's options and the page's controls.
+(``Generator(model, vocab)`` works as well with a torch model from ``checkpoint.load`` or
+one built in code.) The settings are lstmlm.options.SamplingOptions (also importable from
+here): the ``sample`` section of params.yaml, the command's options and the page's controls.
 
 The whole prompt primes the hidden state (after an ``<eos>``, as if it began a line),
 tokenised with the scheme the model was trained with; then words are drawn one at a
 time (lstmlm.sampling): temperature (0 = greedy), top-k, top-p, optionally never ``<unk>``.
 
-Speed (CPU, one stream): per word the generator runs one LSTM step and the output layer,
-nothing else: the step on weights laid out once (lstmlm.fused_step) instead of
-``nn.LSTM``, whose oneDNN path costs several times more for a single time step; with an
-adaptive softmax the draw computes the head and only the tail clusters it needs, at any
-temperature and top-p (lstmlm.sampling.AdaptiveSampler). Both read the weights they use
-from memory for every word; that reading, not arithmetic, sets the speed.
+One engine, in numpy: the LSTM step (lstmlm.fused_step) and the output layer
+(lstmlm.output_layer) on float32 arrays laid out once. A generator loaded from a file
+never imports torch (``python -m lstmlm generate`` starts without it); it builds the
+torch model only when ``generator.model`` is asked for. One given a torch model draws
+from numpy copies of its weights, copied again when the weights change.
 
-Threads: a Generator draws on ``threads`` torch threads (default 1), set around each
-piece of work and restored before control returns to the caller, so the caller's
-``torch.get_num_threads()`` is what it was between calls and between a stream's words.
-On a quiet machine a second thread speeds one stream up by a third at most; on a busy
-one the threads wait on each other, and with two busy processes beside it two threads
-were 41 times slower than one (issue 21). ``threads=None`` leaves torch's setting alone.
+Speed (CPU, one stream): per word one LSTM step and the output layer, nothing else; with
+an adaptive softmax the draw computes the head and only the tail clusters it needs, at
+any temperature and top-p (lstmlm.sampling.AdaptiveSampler). Both read the weights they
+use from memory for every word; that reading, not arithmetic, sets the speed.
+
+Threads: a Generator draws on ``threads`` BLAS threads (default 1), set around each
+piece of work and restored before control returns to the caller (lstmlm.threads).
+``threads=None`` leaves the BLAS library's setting alone.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
-import torch
-from torch import nn
+import numpy as np
 
 from . import sampling
-from .checkpoint import load
+from .checkpoint import Weights, build_model, load_weights
 from .errors import LstmlmError
 from .fused_step import FusedStep, StepWeights
-from .model import LSTMLanguageModel, State
 from .options import SamplingOptions
+from .output_layer import AdaptiveOutput, FullOutput, output_layer
 from .text import SCHEMES, detokenise, tokenise_prompt
+from .threads import BLAS_THREADS
 from .vocab import Vocabulary
 
-# The prompt primes the state this many tokens at a time, so a huge prompt (100 KB of text
-# is ~20k tokens) needs memory for one chunk's activations, not for the whole prompt.
-PRIME_CHUNK = 512
+if TYPE_CHECKING:
+    import torch
 
-# features h (1, D), the stream's RNG -> the next id
-Picker = Callable[[torch.Tensor, random.Random], int]
+    from .model import LSTMLanguageModel
 
-
-class _TorchThreads:
-    """torch's intra-op thread count, set for the work inside ``with TORCH_THREADS.use(n)``
-    and restored when the last user leaves. torch.set_num_threads is process-wide, and a
-    server draws several streams at once from worker threads: a count of users, under a
-    lock, makes the last one out restore what the caller had."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._saved = 0
-
-    def use(self, n: int | None) -> "_InUse":
-        return _InUse(self, n)
-
-    def enter(self, n: int) -> None:
-        with self._lock:
-            if self._users == 0:
-                self._saved = torch.get_num_threads()
-            self._users += 1
-            if torch.get_num_threads() != n:
-                torch.set_num_threads(n)
-
-    def leave(self) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and torch.get_num_threads() != self._saved:
-                torch.set_num_threads(self._saved)
+# features h (D,), the stream's RNG -> the next id
+Picker = Callable[[np.ndarray, random.Random], int]
 
 
-class _InUse:
-    """One ``with`` of _TorchThreads.use (a class, not a contextlib generator: it is
-    entered once per word); n None leaves torch's setting alone."""
+class Engine(NamedTuple):
+    """A model's weights laid out for generation: the LSTM step's and the output layer's."""
 
-    __slots__ = ("threads", "n")
-
-    def __init__(self, threads: _TorchThreads, n: int | None):
-        self.threads, self.n = threads, n
-
-    def __enter__(self) -> None:
-        if self.n is not None:
-            self.threads.enter(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.n is not None:
-            self.threads.leave()
-
-
-TORCH_THREADS = _TorchThreads()
+    step: StepWeights
+    output: AdaptiveOutput | FullOutput
 
 
 @dataclass
@@ -123,39 +81,67 @@ class Generation:
 class Generator:
     """Draws words from a trained model; keeps no state between calls.
 
-    ``threads``: torch threads to draw on (default 1; None: torch's own setting), set
-    around each piece of work and restored after it (see the module docstring).
+    ``model``: a torch model, or its Weights (lstmlm.checkpoint.load_weights).
+    ``threads``: BLAS threads to draw on (default 1; None: the library's own setting),
+    set around each piece of work and restored after it (see lstmlm.threads).
 
-    The model must not be trained while a stream is being drawn: a stream copies the
-    LSTM weights into fused matrices when it starts.
+    A torch model must not be trained while a stream is being drawn: a stream lays out
+    its weights when it starts.
     """
 
-    def __init__(self, model: LSTMLanguageModel, vocab: Vocabulary,
+    def __init__(self, model: LSTMLanguageModel | Weights, vocab: Vocabulary,
                  info: dict[str, Any] | None = None, *, threads: int | None = 1):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
             raise LstmlmError(f"threads: {threads!r} is not allowed; expected an integer "
-                              ">= 1, or None for torch's own setting")
-        if model.vocab_size != len(vocab):
+                              ">= 1, or None for the BLAS library's own setting")
+        stored = isinstance(model, Weights)
+        if not stored and model.vocab_size != len(vocab):
             raise LstmlmError(f"the model has {model.vocab_size} output words but the "
                               f"vocabulary has {len(vocab)}: they do not belong together")
         if vocab.scheme not in SCHEMES:
             raise LstmlmError(f"the vocabulary's tokenisation scheme {vocab.scheme!r} is unknown; "
                               f"expected one of {', '.join(SCHEMES)}")
-        self.model = model.eval()
+        self.config = model.config
+        self._weights = model if stored else None
+        self._model = None if stored else model.eval()
         self.vocab = vocab
         self.info = info or {}
-        self.device = next(model.parameters()).device
         self.threads = threads
-        self._layouts: dict[str, tuple[Any, Any]] = {}  # name -> (weights' version, layout)
+        self.model_device: str | torch.device = "cpu"  # where `model` builds a torch model
+        self._engine: tuple[Any, Engine] | None = None  # (the weights' version, their layout)
 
     @classmethod
     def load(cls, checkpoint: str | Path, vocab_path: str | Path | None = None,
              map_location: str | torch.device = "cpu", *,
              threads: int | None = 1) -> "Generator":
-        """A generator for a checkpoint (see lstmlm.checkpoint.load); ``info`` holds the
-        checkpoint's metadata."""
-        return cls(*load(checkpoint, vocab_path, map_location), threads=threads)
+        """A generator for a checkpoint (see lstmlm.checkpoint.load_weights), without
+        torch; ``info`` holds the checkpoint's metadata, and ``map_location`` is where
+        ``generator.model`` is built if asked for."""
+        generator = cls(*load_weights(checkpoint, vocab_path), threads=threads)
+        generator.model_device = map_location
+        return generator
+
+    @property
+    def model(self) -> LSTMLanguageModel:
+        """The torch model: the one given, or built from the checkpoint's weights (on
+        ``model_device``, importing torch) when first asked for. Generation follows it
+        from then on, changes included."""
+        if self._model is None:
+            self._model = build_model(self._weights, len(self.vocab)).to(self.model_device)
+        return self._model
+
+    def engine(self) -> Engine:
+        """The weights laid out for generation: for the first stream that needs them,
+        and again only when the torch model's weights have changed since (a tensor's
+        version counts its in-place changes: an optimiser step, load_state_dict)."""
+        key = "stored" if self._model is None else _weights_version(self._model)
+        cached = self._engine
+        if key is None or cached is None or cached[0] != key:
+            weights = self._weights if self._model is None else _numpy_weights(self._model)
+            engine = Engine(StepWeights(weights, len(self.vocab)), output_layer(weights))
+            cached = self._engine = (key, engine)
+        return cached[1]
 
     # ------------------------------------------------------------------ prompt
 
@@ -170,19 +156,6 @@ class Generator:
         unknown = list(dict.fromkeys(t for t in tokens if t not in index))
         return [self.vocab.eos_id] + self.vocab.encode(tokens), unknown
 
-    @torch.inference_mode()
-    def prime(self, ids: Sequence[int]) -> tuple[torch.Tensor, State]:
-        """Run the model over ids (in chunks of PRIME_CHUNK): features (1, D) after the
-        last id, and the state."""
-        if not ids:
-            raise ValueError("prime() needs at least one id")
-        state = None
-        for start in range(0, len(ids), PRIME_CHUNK):
-            chunk = torch.tensor(ids[start:start + PRIME_CHUNK], dtype=torch.long,
-                                 device=self.device).view(-1, 1)  # (T, 1)
-            features, state = self.model(chunk, state)[:2]
-        return features[-1], state
-
     # ------------------------------------------------------------------ generation
 
     def stream(self, prompt: str, options: SamplingOptions | None = None,
@@ -193,26 +166,26 @@ class Generator:
         ids, _ = self.encode_prompt(prompt)
         return self.stream_ids(ids, options)
 
-    @torch.inference_mode()  # the decorator (unlike a `with` inside) is generator-safe
     def stream_ids(self, ids: Sequence[int], options: SamplingOptions) -> Iterator[str]:
         """Yield tokens generated after prompt ids (as from encode_prompt)."""
+        if not ids:
+            raise ValueError("stream_ids() needs at least one id")
         # random.Random(None) seeds itself from the OS; a seed reproduces the output on the
         # same model, whatever else the program draws (no global RNG is used).
         rng = random.Random(options.seed)
         words, eos_id = self.vocab.words, self.vocab.eos_id
         # Every piece of work runs on our threads; the caller's setting is back whenever
         # a word is handed over.
-        with TORCH_THREADS.use(self.threads):
-            pick = self.picker(options)
-            features, state = self.prime(ids)
-            next_id = pick(features, rng)
-        yield words[next_id]  # before the fused weights are laid out: the first word sooner
-        step = None
+        with BLAS_THREADS.use(self.threads):
+            engine = self.engine()
+            pick = self._picker(engine.output, options, self._banned(options))
+            step = FusedStep(engine.step)
+            next_id = pick(step.prime(list(ids)), rng)
+        yield words[next_id]
         for _ in range(options.words - 1):
             if options.stop_at_eos and next_id == eos_id:
                 return
-            with TORCH_THREADS.use(self.threads):
-                step = step or FusedStep(self.model, state, self.step_weights())
+            with BLAS_THREADS.use(self.threads):
                 next_id = pick(step(next_id), rng)
             yield words[next_id]
 
@@ -225,58 +198,43 @@ class Generator:
         return Generation(prompt, list(self.stream_ids(ids, options)), unknown,
                           self.vocab.scheme)
 
-    def step_weights(self) -> StepWeights:
-        """The LSTM weights laid out for FusedStep (see _laid_out)."""
-        return self._laid_out("step", lambda: StepWeights(self.model))
-
-    def output_weights(self) -> sampling.OutputWeights:
-        """An adaptive softmax's weights laid out for the draws (see _laid_out)."""
-        return self._laid_out("output", lambda: sampling.OutputWeights(self.model.decoder))
-
-    def _laid_out(self, name: str, build: Callable[[], Any]) -> Any:
-        """Weights laid out for one stream at a time: built for the first stream that
-        needs them, and again only when a weight has changed since (a tensor's version
-        counts its in-place changes: an optimiser step, load_state_dict)."""
-        key = _weights_version(self.model)
-        cached = self._layouts.get(name)
-        if key is None or cached is None or cached[0] != key:
-            cached = self._layouts[name] = (key, build())
-        return cached[1]
-
     # ------------------------------------------------------------------ one draw
 
     def _banned(self, options: SamplingOptions) -> list[int]:
         return [] if options.allow_unk else [self.vocab.unk_id]
 
     def picker(self, options: SamplingOptions, banned: list[int] | None = None) -> Picker:
-        """How a stream draws each word, chosen once: with an adaptive softmax, from the
-        head and only the tail clusters needed (any temperature and top-p; greedy skips
-        the clusters that cannot win); with top-k or a full softmax, from the full
-        distribution (lstmlm.sampling.sample_from_log_probs, the reference). ``banned``
-        defaults to what the options ban (``<unk>`` unless allowed)."""
+        """How a stream draws each word (see _picker); ``banned`` defaults to what the
+        options ban (``<unk>`` unless allowed)."""
         banned = self._banned(options) if banned is None else banned
-        decoder = self.model.decoder
-        if isinstance(decoder, nn.AdaptiveLogSoftmaxWithLoss):
-            weights = self.output_weights()
-            if options.temperature == 0:
-                return sampling.AdaptiveGreedy(decoder, banned, weights)
-            if options.top_k == 0:
-                return sampling.AdaptiveSampler(decoder, options.temperature, options.top_p,
-                                                banned, weights)
+        return self._picker(self.engine().output, options, banned)
 
-        def full(h: torch.Tensor, rng: random.Random) -> int:
+    @staticmethod
+    def _picker(output: AdaptiveOutput | FullOutput, options: SamplingOptions,
+                banned: list[int]) -> Picker:
+        """Chosen once per stream: with an adaptive softmax, from the head and only the
+        tail clusters needed (any temperature and top-p; greedy skips the clusters that
+        cannot win); with top-k or a full softmax, from the full distribution
+        (lstmlm.sampling.sample_from_log_probs, the reference)."""
+        if isinstance(output, AdaptiveOutput):
+            if options.temperature == 0:
+                return sampling.AdaptiveGreedy(output, banned)
+            if options.top_k == 0:
+                return sampling.AdaptiveSampler(output, options.temperature, options.top_p,
+                                                banned)
+
+        def full(h: np.ndarray, rng: random.Random) -> int:
             return sampling.sample_from_log_probs(
-                self.model.log_probs(h)[0], rng, temperature=options.temperature,
+                output.log_probs(h), rng, temperature=options.temperature,
                 top_k=options.top_k, top_p=options.top_p, banned=banned)
         return full
 
-    @torch.inference_mode()
-    def next_token(self, h: torch.Tensor, options: SamplingOptions, rng: random.Random,
+    def next_token(self, h: np.ndarray, options: SamplingOptions, rng: random.Random,
                    banned: list[int] | None = None) -> int:
-        """Draw the next id given features h (1, D); ``banned`` defaults to what the
+        """Draw the next id given features h (D,); ``banned`` defaults to what the
         options ban (``<unk>`` unless allowed)."""
-        with TORCH_THREADS.use(self.threads):
-            return self.picker(options, banned)(h, rng)
+        with BLAS_THREADS.use(self.threads):
+            return self.picker(options, banned)(np.asarray(h, np.float32).reshape(-1), rng)
 
 
 def _options(options: Any, settings: dict[str, Any]) -> SamplingOptions:
@@ -290,7 +248,13 @@ def _options(options: Any, settings: dict[str, Any]) -> SamplingOptions:
     return options.replace(**settings)
 
 
-def _weights_version(model: nn.Module) -> tuple | None:
+def _numpy_weights(model: LSTMLanguageModel) -> Weights:
+    """A torch model's weights as float32 numpy arrays (views of a CPU model's own)."""
+    return Weights(model.config, {name: tensor.detach().cpu().float().numpy()
+                                  for name, tensor in model.state_dict().items()})
+
+
+def _weights_version(model: LSTMLanguageModel) -> tuple | None:
     """Which weights, in which version: equal keys mean unchanged weights. None for
     tensors made under inference_mode, which keep no version counter."""
     try:

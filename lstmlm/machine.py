@@ -7,12 +7,12 @@ answers live here so that none of them has to import the training loop.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator
 
 import torch
 
 from .errors import LstmlmError
+from .threads import cpu_threads
 
 
 def pick_device(name: str, key: str = "train.device") -> torch.device:
@@ -27,12 +27,9 @@ def pick_device(name: str, key: str = "train.device") -> torch.device:
 
 def set_cpu_threads(threads: int, processes: int = 1, key: str = "train.threads") -> int:
     """Use ``threads`` intra-op threads (0: this process's share of the cores, with
-    ``processes`` processes on the machine) and return the number used."""
-    cores = os.cpu_count() or 1
-    if threads > 4 * cores:  # oneDNN crashes (SIGSEGV) on absurd thread counts
-        raise LstmlmError(f"{key}: {threads} is not allowed on this machine of {cores} "
-                          f"cores; use 0 (all cores) or at most {4 * cores}")
-    n = threads or max(1, cores // max(1, processes))
+    ``processes`` processes on the machine; lstmlm.threads.cpu_threads) and return the
+    number used."""
+    n = cpu_threads(threads, processes, key)
     torch.set_num_threads(n)
     return n
 

@@ -13,16 +13,14 @@ on the output, and optional DropConnect on the hidden-to-hidden weights.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .params import spec
+from .model_config import SHARE_CUTOFFS, ModelConfig  # noqa: F401 (imported from here too)
 
 State = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -32,92 +30,6 @@ class Output(NamedTuple):
     state: State             # the LSTMs' final (h, c), to carry into the next batch
     top: torch.Tensor        # (T, B, hidden): the top LSTM's output, before its dropout
     top_dropped: torch.Tensor  # the same after output_dropout
-
-
-# The adaptive softmax's default clusters, as shares of the vocabulary: rounded, they are
-# the [2000, 10000] of the literature on WikiText-2's 33,278 words (2000.008, 10000.04).
-SHARE_CUTOFFS = (0.0601, 0.3005)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The ``model`` section of params.yaml, and what every checkpoint stores to rebuild
-    the model (with the vocabulary size, which comes from the data, not from params)."""
-
-    emb: int = spec(256, low=1, doc="embedding width")
-    hidden: int = spec(512, low=1, doc="LSTM width")
-    layers: int = spec(1, low=1, high=8)
-    input_dropout: float = spec(0.25, low=0.0, high=1.0, high_open=True,
-                                doc="locked dropout on the embeddings")
-    layer_dropout: float = spec(0.25, low=0.0, high=1.0, high_open=True,
-                                doc="locked dropout between LSTM layers")
-    output_dropout: float = spec(0.25, low=0.0, high=1.0, high_open=True,
-                                 doc="locked dropout on the top LSTM's output")
-    word_dropout: float = spec(0.05, low=0.0, high=1.0, high_open=True,
-                               doc="drops whole words (embedding rows)")
-    weight_dropout: float = spec(0.0, low=0.0, high=1.0, high_open=True,
-                                 doc="DropConnect on the hidden-to-hidden weights")
-    tie_weights: bool = spec(True, doc="share the input embedding with the output layer "
-                             "(with output adaptive: adaptive input embeddings)")
-    output: str = spec("adaptive", choices=("adaptive", "full"))
-    cutoffs: list[float] = spec(list(SHARE_CUTOFFS),
-                                doc="adaptive softmax clusters over the frequency-sorted "
-                                "vocabulary: shares of it (numbers between 0 and 1; the "
-                                "default gives WikiText-2's [2000, 10000]), or word counts")
-    div_value: float = spec(4.0, low=1.0)
-    init: str = spec("seed", choices=("seed", "torch"),
-                     doc="seed: Xavier / orthogonal / zero biases, as the seed notebook")
-    forget_gate_bias: float = spec(0.0, doc="initial forget-gate bias (Jozefowicz et al. "
-                                   "2015 suggest 1: remember by default)")
-
-    def __post_init__(self) -> None:
-        cutoffs = self.cutoffs
-        counts = all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cutoffs)
-        shares = all(isinstance(c, float) and 0 < c < 1 for c in cutoffs)
-        if not cutoffs or not (counts or shares):
-            raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected a non-empty "
-                             "list of positive integers (word counts) or of numbers between 0 "
-                             f"and 1 (shares of the vocabulary, such as {list(SHARE_CUTOFFS)})")
-        if any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
-            raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected strictly "
-                             "increasing numbers")
-
-        narrowest = int(self.out_dim // self.div_value ** len(cutoffs))
-        if self.output == "adaptive" and narrowest < 1:
-            raise ValueError(f"model.div_value: {self.div_value:g} is not allowed with "
-                             f"{len(cutoffs)} tail clusters of a {self.out_dim}-wide output: the "
-                             "last cluster would have width 0; lower it or use fewer cutoffs")
-
-    def for_vocab(self, vocab_size: int) -> "ModelConfig":
-        """This config for a vocabulary of ``vocab_size`` words: the adaptive softmax's
-        cutoffs as word counts (shares rounded to the nearest word, each at least one more
-        than the one before), as the model and its checkpoint hold them. Raises ValueError
-        naming model.cutoffs when they do not lie strictly inside the vocabulary."""
-        if self.output != "adaptive":
-            return self
-        cutoffs: list[int] = []
-        for cutoff in self.cutoffs:
-            count = round(cutoff * vocab_size) if isinstance(cutoff, float) else cutoff
-            cutoffs.append(max(count, cutoffs[-1] + 1 if cutoffs else 1))
-        if cutoffs[-1] >= vocab_size:
-            from_shares = cutoffs != self.cutoffs
-            here = f" (here {cutoffs})" if from_shares else ""
-            remedy = ("fewer cutoffs" if from_shares else
-                      f"shares of the vocabulary, such as {list(SHARE_CUTOFFS)} (the default)")
-            raise ValueError(f"model.cutoffs: {self.cutoffs!r}{here} is not allowed; the last "
-                             f"cutoff must be below the vocabulary size {vocab_size}; use "
-                             f"{remedy}, or model.output: full")
-        return dataclasses.replace(self, cutoffs=cutoffs)
-
-    @property
-    def tied_adaptive(self) -> bool:
-        """Tied to an adaptive softmax: the input embedding is the softmax's weights."""
-        return self.tie_weights and self.output == "adaptive"
-
-    @property
-    def out_dim(self) -> int:
-        """Width of the features fed to the output layer."""
-        return self.emb if self.tie_weights else self.hidden
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -229,7 +229,7 @@ async def info(request: Request) -> Response:
     state: ServerState = request.app.state.lstmlm
     generator = state.generator
     return JSONResponse({"scheme": generator.vocab.scheme, "vocab_size": len(generator.vocab),
-                         "model": dataclasses.asdict(generator.model.config),
+                         "model": dataclasses.asdict(generator.config),
                          "info": generator.info, "defaults": dataclasses.asdict(DEFAULTS),
                          "max_words": state.max_words, "open_streams": state.open_streams})
 

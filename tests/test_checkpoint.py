@@ -275,3 +275,234 @@ def test_a_hostile_file_is_refused_at_once_without_filling_the_memory(case, host
     assert result.get("error") == error and message in result["message"], result
     assert result["seconds"] < 10, result
     assert result["growth"] < 100 << 20, result  # nothing of the claimed size was allocated
+
+
+# --------------------------------------------------------------------------- without torch
+#
+# lstmlm.torch_archive reads what torch.save wrote without torch (the command and the page
+# never import it); lstmlm.checkpoint.load_weights makes every check load makes.
+
+
+def test_weight_shapes_are_the_state_dict_of_the_model():
+    """ModelConfig.weight_shapes, which the checkpoint checks against before building
+    anything, names and shapes exactly what the model's state_dict holds."""
+    import itertools
+
+    for emb, hidden, layers, tie, output, cutoffs, div in itertools.product(
+            [8, 12], [12, 16], [1, 3], [True, False], ["adaptive", "full"],
+            [[10, 30], [0.1, 0.5, 0.7]], [2.0, 1.5]):
+        config = ModelConfig(emb=emb, hidden=hidden, layers=layers, tie_weights=tie,
+                             output=output, cutoffs=cutoffs, div_value=div)
+        with torch.device("meta"):
+            model = LSTMLanguageModel(config, 60, init_weights=False)
+        assert config.weight_shapes(60) == {k: tuple(v.shape) for k, v in
+                                            model.state_dict().items()}, config
+
+
+def archive_of(obj, path: Path) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def test_the_reader_reads_what_torch_load_reads(tiny_checkpoint, lone, tmp_path):
+    """Real checkpoints (format 3, and format 2) and tensors of every dtype, views,
+    strides, offsets and a shared storage: the same values, dtypes and shapes."""
+    import numpy as np
+
+    from lstmlm.torch_archive import read_archive
+
+    root, model, vocab = tiny_checkpoint
+    old = format_2_file(tmp_path / "old.pt", model, vocab, root / "vocab.json")
+    base = torch.arange(24.0).view(4, 6)
+    odd = archive_of({"t": base.t(), "corner": base[1:, 2:], "row": base[2], "same": base,
+                      "scalar": torch.tensor(3), "empty": torch.zeros(0, 3),
+                      "strided": torch.arange(9, dtype=torch.int16)[::2],
+                      **{str(dtype): torch.arange(4).to(dtype) for dtype in (
+                          torch.float64, torch.float32, torch.float16, torch.int64,
+                          torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}},
+                     tmp_path / "odd.pt")
+
+    def compare(ours, theirs, where):
+        if isinstance(theirs, torch.Tensor):
+            assert isinstance(ours, np.ndarray) and not ours.flags.writeable, where
+            assert ours.dtype == theirs.numpy().dtype and ours.shape == tuple(theirs.shape), where
+            assert np.array_equal(ours, theirs.numpy()), where
+        elif isinstance(theirs, dict):
+            assert ours.keys() == theirs.keys(), where
+            for key in theirs:
+                compare(ours[key], theirs[key], f"{where}/{key}")
+        else:
+            assert ours == theirs, where
+
+    for path in (lone, old, odd):
+        with open(path, "rb") as handle:
+            compare(read_archive(handle), torch.load(path, weights_only=True), path.name)
+
+
+def test_the_weights_read_without_torch_are_the_models(tiny_checkpoint, lone):
+    root, model, vocab = tiny_checkpoint
+    weights, loaded_vocab, info = checkpoint.load_weights(lone)
+    assert loaded_vocab == vocab and info == {"epoch": 1} and weights.config == model.config
+    state = model.state_dict()
+    assert weights.arrays.keys() == state.keys()
+    for name, array in weights.arrays.items():
+        assert array.dtype.name == "float32" and torch.equal(torch.from_numpy(array.copy()),
+                                                             state[name]), name
+
+
+class _Storage:
+    def __init__(self, key: str, elements: int):
+        self.key, self.elements = key, elements
+
+
+class _Tensor:
+    """Pickles as torch.save pickles a float tensor, claiming any size, stride and offset
+    over storage ``key`` of ``elements`` floats."""
+
+    def __init__(self, key: str, elements: int, size: tuple, stride: tuple, offset: int = 0):
+        self.storage = _Storage(key, elements)
+        self.size, self.stride, self.offset = size, stride, offset
+
+    def __reduce__(self):
+        import collections
+
+        return (torch._utils._rebuild_tensor_v2,
+                (self.storage, self.offset, self.size, self.stride, False,
+                 collections.OrderedDict()))
+
+
+class _Command:
+    """Unpickled, runs a shell command: what an untrusted file may hold."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def forged_archive(path: Path, obj, storages: dict[str, bytes], *,
+                   compression: int = 0) -> Path:
+    """A zip laid out as torch.save lays it out, with ``obj`` pickled as torch pickles
+    (storages as persistent ids) and the ``storages`` given, whatever they hold."""
+    import io
+    import pickle
+    import zipfile
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, value):
+            if isinstance(value, _Storage):
+                return ("storage", torch.FloatStorage, value.key, "cpu", value.elements)
+            return None
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+        for key, data in storages.items():
+            archive.writestr(f"archive/data/{key}", data)
+    return path
+
+
+def test_a_forged_archive_is_read_as_torch_reads_it(tmp_path):
+    """The forging helper writes what torch.load reads (so the hostile cases below are
+    the format's own, not a helper's mistakes)."""
+    floats = torch.arange(12.0)
+    path = forged_archive(tmp_path / "ok.pt", {"w": _Tensor("0", 12, (3, 4), (4, 1), 0)},
+                          {"0": floats.numpy().tobytes()})
+    from lstmlm.torch_archive import read_archive
+
+    with open(path, "rb") as handle:
+        ours = read_archive(handle)["w"]
+    assert torch.equal(torch.load(path, weights_only=True)["w"], floats.view(3, 4))
+    assert ours.tolist() == floats.view(3, 4).tolist()
+
+
+def hostile_checkpoint(tiny_checkpoint, path: Path, name: str, tensor, storages: dict,
+                       **options) -> Path:
+    """The tiny checkpoint with weight ``name`` replaced by a forged ``tensor``."""
+    root, _, _ = tiny_checkpoint
+    payload = torch.load(root / "model.pt", weights_only=True)
+    keys = {}
+    for i, (key, value) in enumerate(payload["state_dict"].items()):
+        data = value.contiguous().numpy().tobytes()
+        keys[key] = _Tensor(f"w{i}", value.numel(), tuple(value.shape),
+                            tuple(value.contiguous().stride()))
+        storages.setdefault(f"w{i}", data)
+    keys[name] = tensor
+    payload["state_dict"] = keys
+    payload["vocab"]["counts"] = payload["vocab"]["counts"].tolist()  # (a damaged vocabulary)
+    return forged_archive(path, payload, storages, **options)
+
+
+@pytest.mark.parametrize("case", ["forbidden global", "storage missing", "shape past its storage",
+                                  "storage shorter than claimed", "compressed record"])
+def test_hostile_archives_are_refused_before_anything_runs(tiny_checkpoint, tmp_path, case):
+    """A pickle that would run a command, a storage the pickle names but the archive lacks,
+    a tensor claiming a shape its storage does not hold (here 2**40 floats), a storage
+    shorter than its claimed elements, a compressed record (a zip bomb's way in): each is
+    a one-line CheckpointError, and nothing is run or allocated."""
+    weight = "lstms.0.weight_hh_l0"  # (96, 24) in the tiny model
+    marker = tmp_path / "ran"
+    cases = {
+        "forbidden global": (_Command(f"touch {marker}"), {}, {},
+                             "holds a Python object (posix.system)"),
+        "storage missing": (_Tensor("gone", 96 * 24, (96, 24), (24, 1)), {}, {},
+                            "lacks its record data/gone"),
+        "shape past its storage": (_Tensor("big", 4, (1 << 20, 1 << 20), (1 << 20, 1)),
+                                   {"big": bytes(16)}, {}, "reaches element"),
+        "storage shorter than claimed": (_Tensor("short", 96 * 24, (96, 24), (24, 1)),
+                                         {"short": bytes(100)}, {}, "holds 100 bytes"),
+        "compressed record": (_Tensor("0", 1, (1,), (1,)), {}, {"compression": 8},
+                              "is compressed"),
+    }
+    tensor, storages, options, message = cases[case]
+    path = hostile_checkpoint(tiny_checkpoint, tmp_path / "hostile.pt", weight, tensor,
+                              storages, **options)
+    for reader in (load, checkpoint.load_weights):
+        with pytest.raises(CheckpointError, match="not a readable checkpoint") as caught:
+            reader(path)
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not marker.exists()
+
+
+# Run in a child without torch: load_weights on each file named, then whether torch was
+# imported.
+WITHOUT_TORCH_CHILD = textwrap.dedent("""
+    import json, sys
+    from lstmlm.checkpoint import load_weights
+    outcomes = []
+    for path in sys.argv[1:]:
+        try:
+            weights, vocab, info = load_weights(path)
+            outcomes.append(f"ok {len(weights.arrays)} weights, {len(vocab)} words")
+        except Exception as err:
+            outcomes.append(f"{type(err).__name__}: {err}")
+    print(json.dumps({"outcomes": outcomes, "torch": "torch" in sys.modules}))
+""")
+
+
+def test_weights_are_read_and_checked_without_torch(tiny_checkpoint, lone, tmp_path):
+    """load_weights, in a process that never imports torch, reads a good file and
+    refuses what load refuses: weights that are not finite, a config the weights do not
+    fit."""
+    root, model, vocab = tiny_checkpoint
+    broken = LSTMLanguageModel(model.config, len(vocab)).eval()
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.decoder.head.weight[0, 0] = float("inf")
+    save_checkpoint(tmp_path / "inf.pt", broken, vocab)
+    payload = torch.load(lone, weights_only=True)
+    payload["model_config"]["hidden"] = 4096
+    torch.save(payload, tmp_path / "lies.pt")
+    result = python("-c", WITHOUT_TORCH_CHILD, str(lone), str(tmp_path / "inf.pt"),
+                    str(tmp_path / "lies.pt"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["torch"] is False
+    good, infinite, lies = report["outcomes"]
+    assert good == f"ok {len(model.state_dict())} weights, {len(vocab)} words"
+    assert infinite.startswith("CheckpointError") and "not finite (decoder.head.weight" in infinite
+    assert lies.startswith("CheckpointError") and "do not fit the stored model config" in lies

@@ -1,28 +1,33 @@
-"""Generation: the sampling library (statistically, on tiny models) and the CLI
-(`python -m lstmlm generate`, as subprocesses on a tiny checkpoint)."""
+"""Generation: the sampling library (statistically, on tiny models), the numpy engine
+against the torch model, and the CLI (`python -m lstmlm generate`, as subprocesses on a
+tiny checkpoint, never importing torch)."""
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import random
+import select
+import signal
 import subprocess
 import sys
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from conftest import ROOT
-from lstmlm import generate as gen
 from lstmlm.checkpoint import CheckpointError, load, save_checkpoint
 from lstmlm.errors import LstmlmError
 from lstmlm.fused_step import FusedStep
 from lstmlm.generate import Generator, SamplingOptions
 from lstmlm.model import LSTMLanguageModel, ModelConfig
+from lstmlm.output_layer import AdaptiveOutput
 from lstmlm.sampling import (draw, draw_nucleus, greedy_adaptive, sample_adaptive,
                              sample_from_log_probs)
 from lstmlm.text import EOS, UNK
@@ -67,6 +72,12 @@ def adaptive_model(seed: int = 0) -> tuple[LSTMLanguageModel, torch.Tensor]:
     return model, h
 
 
+def numpy_output(decoder: nn.AdaptiveLogSoftmaxWithLoss) -> AdaptiveOutput:
+    """The numpy engine's copy of an adaptive softmax's weights, as they are now."""
+    return AdaptiveOutput({name: tensor.detach().numpy().copy()
+                           for name, tensor in decoder.state_dict().items()}, prefix="")
+
+
 def draw_counts(sampler, n: int, size: int, seed: int = 1) -> torch.Tensor:
     rng = random.Random(seed)
     counts = torch.zeros(size, dtype=torch.float64)
@@ -103,7 +114,7 @@ def fits(counts: torch.Tensor, probs: torch.Tensor, max_tv: float = 0.03) -> tup
 def wrong_adaptive(bug: str):
     """sample_adaptive with one deliberate bug in the tail draw, for checking the check."""
     def sampler(decoder, h, rng):
-        head = F.softmax(decoder.head(h)[0], -1)
+        head = F.softmax(decoder.head(h)[0], -1).numpy()
         choice = draw(head, rng)
         if choice < decoder.shortlist_size:
             return choice
@@ -113,9 +124,9 @@ def wrong_adaptive(bug: str):
         if bug == "uniform tail":
             return start + rng.randrange(end - start)
         if bug == "tail at temperature 1.5":
-            return start + draw(F.softmax(logits / 1.5, -1), rng)
+            return start + draw(F.softmax(logits / 1.5, -1).numpy(), rng)
         if bug == "off by one":
-            return start + (draw(F.softmax(logits, -1), rng) + 1) % (end - start)
+            return start + (draw(F.softmax(logits, -1).numpy(), rng) + 1) % (end - start)
         raise ValueError(bug)
     return sampler
 
@@ -126,7 +137,8 @@ def test_adaptive_sampling_follows_the_full_distribution():
     with torch.no_grad():
         probs = model.log_probs(h)[0].exp()
     assert 0.25 < float(probs[10:30].sum()) and 0.25 < float(probs[30:].sum())  # real tail mass
-    counts = draw_counts(lambda rng: sample_adaptive(decoder, h, [], rng), DRAWS, 60)
+    output, features = numpy_output(decoder), h[0].numpy()
+    counts = draw_counts(lambda rng: sample_adaptive(output, features, [], rng), DRAWS, 60)
     ok, stats = fits(counts, probs)
     assert ok, stats
     assert counts[10:].sum() > 0.5 * DRAWS  # the tails were really drawn from
@@ -151,7 +163,8 @@ def test_adaptive_sampling_with_banned_words_in_head_and_tail():
     # A head word, and the most likely word of each tail cluster: many rejections.
     banned = [3, 10 + int(probs[10:30].argmax()), 30 + int(probs[30:].argmax())]
     probs[banned] = 0
-    counts = draw_counts(lambda rng: sample_adaptive(model.decoder, h, banned, rng), DRAWS, 60)
+    output, features = numpy_output(model.decoder), h[0].numpy()
+    counts = draw_counts(lambda rng: sample_adaptive(output, features, banned, rng), DRAWS, 60)
     ok, stats = fits(counts, probs)
     assert ok, stats
 
@@ -162,8 +175,7 @@ def test_plain_sampling_never_computes_the_full_distribution(tiny, monkeypatch):
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the full distribution was computed")
-    monkeypatch.setattr(model.decoder, "log_prob", forbidden)
-    monkeypatch.setattr(model, "log_probs", forbidden)
+    monkeypatch.setattr(AdaptiveOutput, "log_probs", forbidden)
     for allow_unk in (True, False):  # <unk> is a tail word here: banned by rejection
         options = SamplingOptions(words=30, seed=0, allow_unk=allow_unk, temperature=1.0,
                                   top_p=1.0)
@@ -176,8 +188,8 @@ def test_plain_sampling_never_computes_the_full_distribution(tiny, monkeypatch):
 def test_temperature_sampling_follows_the_tempered_distribution():
     torch.manual_seed(0)
     log_probs = torch.randn(40).mul(2).log_softmax(-1)
-    counts = draw_counts(lambda rng: sample_from_log_probs(log_probs, rng, temperature=0.7),
-                         DRAWS, 40)
+    counts = draw_counts(lambda rng: sample_from_log_probs(log_probs.numpy(), rng,
+                                                           temperature=0.7), DRAWS, 40)
     ok, stats = fits(counts, (log_probs / 0.7).softmax(-1))
     assert ok, stats
     assert not fits(counts, log_probs.exp())[0]  # and temperature 1 is told apart
@@ -199,8 +211,39 @@ def test_nucleus_draws_stay_in_the_sorted_nucleus(scale, size):
     rng = random.Random(0)
     for top_p in (1e-9, 0.1, 0.5, 0.9, 0.95, 0.999):
         nucleus = set(range(10, size)) if scale == 0.0 else reference_nucleus(probs, top_p)
-        draws = {draw_nucleus(probs, top_p, rng) for _ in range(200)}
+        draws = {draw_nucleus(probs.numpy(), top_p, rng) for _ in range(200)}
         assert draws <= nucleus, top_p  # the tiny top_p also exercises the sorting fallback
+
+
+class FixedUniform:
+    """A stand-in for random.Random whose random() is always ``u`` (1.0 lies outside
+    random()'s [0, 1): the guard for a product rounded up to the total)."""
+
+    def __init__(self, u: float):
+        self.u = u
+
+    def random(self) -> float:
+        return self.u
+
+
+def test_draws_follow_the_weights_across_blocks():
+    """draw() finds the block of 256 weights first, then the word inside it: on 3,000
+    weights with weightless words and blocks (the last one too), draws follow
+    the weights word by word and block by block, and the extreme uniforms land on the
+    first and the last word with weight."""
+    torch.manual_seed(4)
+    probs = (torch.randn(3000) * 1.5).exp()
+    probs[::7] = 0
+    probs[256:512] = 0
+    probs[2816:] = 0  # the last block
+    counts = draw_counts(lambda rng: draw(probs.numpy(), rng), DRAWS, 3000)
+    ok, stats = fits(counts, probs, max_tv=1.0)  # word by word: the chi-square
+    assert ok, f"words: {stats}"
+    ok, stats = fits(counts.view(30, 100).sum(1), probs.view(30, 100).sum(1))
+    assert ok, f"ranges of 100 words: {stats}"
+    nonzero = torch.nonzero(probs).view(-1)
+    assert draw(probs.numpy(), FixedUniform(0.0)) == int(nonzero[0]) == 1
+    assert draw(probs.numpy(), FixedUniform(1.0)) == int(nonzero[-1]) == 2815
 
 
 def test_nucleus_draws_follow_the_renormalised_nucleus():
@@ -209,7 +252,7 @@ def test_nucleus_draws_follow_the_renormalised_nucleus():
     nucleus = sorted(reference_nucleus(probs, 0.8))
     expected = torch.zeros(40)
     expected[nucleus] = probs[nucleus] / probs[nucleus].sum()
-    counts = draw_counts(lambda rng: draw_nucleus(probs, 0.8, rng), DRAWS, 40)
+    counts = draw_counts(lambda rng: draw_nucleus(probs.numpy(), 0.8, rng), DRAWS, 40)
     ok, stats = fits(counts, expected)
     assert ok, stats
     assert not fits(counts, probs)[0]  # the unfiltered distribution is told apart
@@ -220,10 +263,10 @@ def test_top_k_and_top_p_restrict_the_support():
     log_probs = torch.randn(50).log_softmax(-1)
     top5 = set(torch.topk(log_probs, 5).indices.tolist())
     counts = draw_counts(lambda rng: sample_from_log_probs(
-        log_probs, rng, top_k=5, temperature=1.3), 2000, 50)
+        log_probs.numpy(), rng, top_k=5, temperature=1.3), 2000, 50)
     assert set(torch.nonzero(counts).view(-1).tolist()) == top5
     nucleus = reference_nucleus(log_probs.exp(), 0.6)
-    counts = draw_counts(lambda rng: sample_from_log_probs(log_probs, rng, top_p=0.6),
+    counts = draw_counts(lambda rng: sample_from_log_probs(log_probs.numpy(), rng, top_p=0.6),
                          2000, 50)
     assert set(torch.nonzero(counts).view(-1).tolist()) == nucleus
 
@@ -243,7 +286,7 @@ def test_greedy_top_k_1_and_tiny_top_p_give_the_argmax(output):
         best = int(log_probs.argmax())
         for options in (SamplingOptions(temperature=0), SamplingOptions(top_k=1),
                         SamplingOptions(top_p=1e-6), SamplingOptions(temperature=0.5, top_k=1)):
-            assert generator.next_token(h, options, rng) == best, options
+            assert generator.next_token(h[0].numpy(), options, rng) == best, options
 
 
 def test_greedy_adaptive_looks_into_the_tails():
@@ -252,10 +295,11 @@ def test_greedy_adaptive_looks_into_the_tails():
         model.decoder.head.bias[11] += 2.0  # cluster 1 now holds most of the mass
         log_probs = model.log_probs(h)[0]
         assert int(log_probs.argmax()) >= 30  # the best word is a tail word here
-        assert greedy_adaptive(model.decoder, h, []) == int(log_probs.argmax())
-        best = int(log_probs.argmax())
-        log_probs[best] = -math.inf
-        assert greedy_adaptive(model.decoder, h, [best]) == int(log_probs.argmax())
+    output, features = numpy_output(model.decoder), h[0].numpy()
+    assert greedy_adaptive(output, features, []) == int(log_probs.argmax())
+    best = int(log_probs.argmax())
+    log_probs[best] = -math.inf
+    assert greedy_adaptive(output, features, [best]) == int(log_probs.argmax())
 
 
 # ---------------------------------------------------------------------- generator
@@ -330,28 +374,63 @@ def test_seeds_reproduce(tiny):
             != generator.generate("the cat", SamplingOptions(words=30, seed=2)).tokens)
 
 
-def test_fast_step_and_chunked_priming_match_the_model(tiny, monkeypatch):
-    """The fused LSTM step and the chunked priming compute what model.forward does."""
+def engine_against_model(model: LSTMLanguageModel, vocab: Vocabulary, ids: list[int],
+                         primed: int) -> tuple[float, float]:
+    """The numpy engine primed with ids[:primed], then stepped through the rest, against
+    model.forward and model.log_probs over all of ids: the largest differences of the
+    features and of the log-probabilities."""
+    engine = Generator(model, vocab).engine()
+    with torch.no_grad():
+        features = model(torch.tensor(ids).view(-1, 1)).features[:, 0]  # (T, D)
+        log_probs = model.log_probs(features)  # (T, V)
+    step = FusedStep(engine.step)
+    ours = [step.prime(ids[:primed])] + [step(token) for token in ids[primed:]]
+    rows = range(primed - 1, len(ids))
+    worst_features = max(float(np.abs(f - features[t].numpy()).max()) for f, t in zip(ours, rows))
+    worst_log_probs = max(float(np.abs(engine.output.log_probs(f) - log_probs[t].numpy()).max())
+                          for f, t in zip(ours, rows))
+    return worst_features, worst_log_probs
+
+
+@pytest.mark.parametrize("table_rows", [2000, 3])  # 3: most ids beyond the input table
+def test_the_numpy_step_computes_what_the_model_does(tiny, monkeypatch, table_rows):
+    """The numpy engine's LSTM step, priming and output layer against model.forward and
+    model.log_probs, to float32 rounding: every layout of the weights (projection, tied
+    adaptive input with a head word beyond the table and two tail bands, full softmax,
+    several layers)."""
+    from lstmlm import fused_step
+
+    monkeypatch.setattr(fused_step, "INPUT_TABLE_ROWS", table_rows)
     _, model, vocab = tiny
     for config in (model.config,
                    ModelConfig(emb=8, hidden=12, layers=3, output="full",
                                tie_weights=True),  # tied: with a projection 12 -> 8
+                   ModelConfig(emb=8, hidden=12, layers=1, output="full", tie_weights=False),
                    # adaptive input tied to the adaptive softmax (vocab has 3 bands)
                    ModelConfig(emb=8, hidden=12, layers=2, tie_weights=True,
                                cutoffs=[5, 12], div_value=2.0)):
         torch.manual_seed(0)
         m = LSTMLanguageModel(config, len(vocab)).eval()
-        generator = Generator(m, vocab)
         ids = torch.randint(0, len(vocab), (23,)).tolist()
-        with torch.no_grad():
-            expected = m(torch.tensor(ids).view(-1, 1)).features
-        monkeypatch.setattr(gen, "PRIME_CHUNK", 4)
-        features, state = generator.prime(ids[:9])
-        assert torch.allclose(features, expected[8], atol=1e-5)
-        step = FusedStep(m, state)
-        with torch.inference_mode():
-            for t in range(9, 23):
-                assert torch.allclose(step(ids[t]), expected[t], atol=1e-5), t
+        worst_features, worst_log_probs = engine_against_model(m, vocab, ids, primed=9)
+        assert worst_features < 1e-5 and worst_log_probs < 1e-5, (config, worst_features,
+                                                                 worst_log_probs)
+
+
+def test_the_numpy_engine_on_a_default_shaped_model():
+    """The default model's shape (33,278 words, emb 256, hidden 512, tied adaptive input
+    and softmax; random weights, log-probabilities from -19 to -6), ids in the head, both
+    tail clusters and at their edges: the engine's log-probs are the torch model's to
+    float32 rounding (measured: 4e-6, two ulps of numbers near 16)."""
+    torch.manual_seed(0)
+    vocab = word_vocab(33_278)
+    model = LSTMLanguageModel(ModelConfig(), len(vocab), init_weights=False).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 0.1)
+    ids = [0, 5, 1999, 2000, 2001, 9999, 10_000, 33_277] + torch.randint(0, 33_278, (8,)).tolist()
+    worst_features, worst_log_probs = engine_against_model(model, vocab, ids, primed=4)
+    assert worst_features < 1e-5 and worst_log_probs < 2e-5, (worst_features, worst_log_probs)
 
 
 def test_prompts_unknown_words_and_odd_text(tiny):
@@ -480,6 +559,66 @@ def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> No
     assert "Traceback" not in result.stderr, result.stderr
     for needle in needles:
         assert needle in result.stderr, result.stderr
+
+
+# Runs `python -m lstmlm ARGS`, and says on stderr as it exits whether torch was imported.
+WITHOUT_TORCH = """
+import atexit, runpy, sys
+atexit.register(lambda: sys.stderr.write(
+    "torch imported\\n" if "torch" in sys.modules else "torch never imported\\n"))
+sys.argv = ["lstmlm", *sys.argv[1:]]
+runpy.run_module("lstmlm", run_name="__main__", alter_sys=True)
+"""
+
+
+def start_watched(*args: str, before: str = "") -> subprocess.Popen:
+    """``python -m lstmlm ARGS`` under WITHOUT_TORCH (after ``before``, Python code)."""
+    return subprocess.Popen([sys.executable, "-c", before + WITHOUT_TORCH, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_the_command_never_imports_torch(tiny):
+    """Importing torch alone takes longer than the command's start-up may (issue 24):
+    `python -m lstmlm generate` reads the checkpoint, primes and draws on every path
+    (the adaptive sampler, greedy, top-k's full distribution) without it. The check
+    itself sees torch when it is imported."""
+    root, _, _ = tiny
+    common = ["generate", "--model", str(root / "model.pt"), "--words", "20", "the cat"]
+    runs = [start_watched(*common), start_watched(*common, "--temperature", "0"),
+            start_watched(*common, "--top-k", "5", "--allow-unk"),
+            start_watched(*common, before="import torch\n")]  # the check's own check
+    results = [run.communicate(timeout=120) + (run.returncode,) for run in runs]
+    for out, err, code in results:
+        assert code == 0 and out.startswith("the cat") and "Traceback" not in err, err
+    assert [err.splitlines()[-1] for _, err, _ in results] == ["torch never imported"] * 3 + [
+        "torch imported"]
+
+
+def test_the_page_never_imports_torch(tiny):
+    """`python -m lstmlm serve`, from its start to its answers (the model's settings, a
+    text streamed), never imports torch either."""
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+    from helpers_serve import call, events
+
+    root, _, vocab = tiny
+    serve = start_watched("serve", "--model", str(root / "model.pt"), "--port", "0")
+    try:
+        ready, _, _ = select.select([serve.stdout], [], [], 120)
+        line = serve.stdout.readline() if ready else ""
+        assert line.startswith("serving "), (line, serve.poll())
+        port = int(line.split()[3].rstrip("/").rsplit(":", 1)[1])
+        status, _, body = call(port, "GET", "/api/info")
+        assert status == 200 and json.loads(body)["vocab_size"] == len(vocab)
+        status, _, body = call(port, "POST", "/api/generate",
+                               json.dumps({"prompt": "the cat", "words": 5}),
+                               {"Content-Type": "application/json"})
+        assert status == 200 and events(body)[-1] == ("done", events(body)[-1][1])
+        assert events(body)[-1][1]["words"] == 5
+    finally:
+        serve.send_signal(signal.SIGINT)  # Ctrl-C: the server ends (status 130), atexit reports
+        _, err = serve.communicate(timeout=60)
+    assert serve.returncode == 130 and err.splitlines()[-1] == "torch never imported", err
 
 
 def test_cli_help():

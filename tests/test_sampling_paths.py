@@ -1,22 +1,25 @@
-"""The adaptive path (lstmlm.sampling.AdaptiveSampler) draws exactly what the reference
-path (sample_from_log_probs on the full distribution) draws, at any temperature and top-p:
-chi-square tests against the exact tempered, filtered distribution, on a small vocabulary
-and on one of WikiText-2's size and clusters; and it does so without computing what it
-does not need."""
+"""The adaptive path (lstmlm.sampling.AdaptiveSampler, numpy) draws exactly what the
+reference path (sample_from_log_probs on the full distribution) draws, at any temperature
+and top-p: chi-square tests against the exact tempered, filtered distribution (computed
+by the torch model, in float64), on a small vocabulary and on one of WikiText-2's size
+and clusters; and it does so without computing what it does not need."""
 
 from __future__ import annotations
 
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from lstmlm import sampling
 from lstmlm.generate import Generator, SamplingOptions
+from lstmlm.output_layer import AdaptiveOutput
 from lstmlm.sampling import AdaptiveDistribution, AdaptiveSampler, sample_from_log_probs
-from test_generate import DRAWS, adaptive_model, draw_counts, fits, reference_nucleus, word_vocab
+from test_generate import (DRAWS, adaptive_model, draw_counts, fits, numpy_output,
+                           reference_nucleus, word_vocab)
 
 torch.set_num_threads(1)
 
@@ -90,15 +93,17 @@ def test_adaptive_path_draws_the_tempered_filtered_distribution(temperature, top
         log_probs = model.log_probs(h)[0]
     banned = [3, 30 + int(log_probs[30:].argsort()[-2])]  # a head word, a likely tail word
     expected = exact(log_probs, temperature, top_p, banned)
-    sampler = AdaptiveSampler(model.decoder, temperature, top_p, banned)
-    counts = draw_counts(lambda rng: sampler(h, rng), DRAWS, 60)
+    sampler = AdaptiveSampler(numpy_output(model.decoder), temperature, top_p, banned)
+    features = h[0].numpy()
+    counts = draw_counts(lambda rng: sampler(features, rng), DRAWS, 60)
     ok, stats = fits(counts, expected)
     assert ok, stats
     if temperature != 1.0:  # and the model's own distribution is told apart
         assert not fits(counts, exact(log_probs, 1.0, top_p, banned))[0]
     if (temperature, top_p) == (0.8, 0.95):  # the reference path draws the same
         reference = draw_counts(lambda rng: sample_from_log_probs(
-            log_probs, rng, temperature=temperature, top_p=top_p, banned=banned), DRAWS, 60)
+            log_probs.numpy(), rng, temperature=temperature, top_p=top_p, banned=banned),
+            DRAWS, 60)
         assert fits(reference, expected)[0]
 
 
@@ -106,23 +111,24 @@ def test_adaptive_path_draws_the_tempered_filtered_distribution(temperature, top
 
 
 @pytest.fixture(scope="module")
-def wikitext_sized():
+def wikitext_sized() -> tuple[AdaptiveOutput, np.ndarray, torch.Tensor]:
+    """The realistic decoder in numpy, its features h (D,), and the torch decoder's
+    log-probabilities."""
     decoder, h = realistic_decoder()
     with torch.no_grad():
         log_probs = decoder.log_prob(h)[0]
-    return decoder, h, log_probs
+    return numpy_output(decoder), h[0].numpy(), log_probs
 
 
 @pytest.mark.parametrize("temperature, top_p", [(0.8, 0.95), (1.3, 0.9)])
 def test_adaptive_path_on_a_wikitext_sized_vocabulary(wikitext_sized, temperature, top_p):
-    decoder, h, log_probs = wikitext_sized
+    output, h, log_probs = wikitext_sized
     banned = [1, 2000 + int(log_probs[2000:10000].argmax())]
     expected = exact(log_probs, temperature, top_p, banned)
     masses = cluster_totals(expected)
     assert masses[1] > 0.05 and masses[2] > 0.02, masses  # the tails are really drawn from
-    sampler = AdaptiveSampler(decoder, temperature, top_p, banned)
-    with torch.inference_mode():
-        counts = draw_counts(lambda rng: sampler(h, rng), DRAWS // 2, WIKITEXT_SIZE)
+    sampler = AdaptiveSampler(output, temperature, top_p, banned)
+    counts = draw_counts(lambda rng: sampler(h, rng), DRAWS // 2, WIKITEXT_SIZE)
     ok, stats = fits(counts, expected, max_tv=1.0)  # word by word: the chi-square
     assert ok, f"words: {stats}"
     ok, stats = binned(counts, expected)
@@ -135,7 +141,7 @@ def test_the_wikitext_sized_check_catches_a_sampler_that_trusts_the_bounds(wikit
                                                                             monkeypatch):
     """Keeping every cluster drawn by its bound (no rejection) overstates the tails at
     temperature 0.8; a tail tempered at 1 instead of 0.8 has the wrong shape. Both fail."""
-    decoder, h, log_probs = wikitext_sized
+    output, h, log_probs = wikitext_sized
     expected = exact(log_probs, 0.8, 0.95, [])
     compute = AdaptiveDistribution.compute
 
@@ -143,9 +149,8 @@ def test_the_wikitext_sized_check_catches_a_sampler_that_trusts_the_bounds(wikit
         compute(self, k)
         return math.inf  # "the mass is at least the bound": every draw kept
     monkeypatch.setattr(AdaptiveDistribution, "compute", no_rejection)
-    sampler = AdaptiveSampler(decoder, 0.8, 0.95)
-    with torch.inference_mode():
-        counts = draw_counts(lambda rng: sampler(h, rng), 5000, WIKITEXT_SIZE)
+    sampler = AdaptiveSampler(output, 0.8, 0.95)
+    counts = draw_counts(lambda rng: sampler(h, rng), 5000, WIKITEXT_SIZE)
     assert not fits(cluster_totals(counts), cluster_totals(expected))[0]
     monkeypatch.setattr(AdaptiveDistribution, "compute", compute)
 
@@ -156,8 +161,7 @@ def test_the_wikitext_sized_check_catches_a_sampler_that_trusts_the_bounds(wikit
         finally:
             self.sampler.inverse_t = inverse_t
     monkeypatch.setattr(AdaptiveDistribution, "compute", tail_at_temperature_1)
-    with torch.inference_mode():
-        counts = draw_counts(lambda rng: sampler(h, rng), 5000, WIKITEXT_SIZE)
+    counts = draw_counts(lambda rng: sampler(h, rng), 5000, WIKITEXT_SIZE)
     assert not (binned(counts, expected)[0] and fits(cluster_totals(counts),
                                                      cluster_totals(expected))[0])
 
@@ -166,7 +170,7 @@ def test_most_words_need_no_tail_cluster_and_none_the_sort(wikitext_sized, monke
     """What makes the path fast: the head's bounds decide most draws. At the sample
     defaults a tail cluster is computed for a minority of words, and the vocabulary is
     never sorted at top-p 0.95."""
-    decoder, h, _ = wikitext_sized
+    output, h, _ = wikitext_sized
     computed = []
     compute = AdaptiveDistribution.compute
     monkeypatch.setattr(AdaptiveDistribution, "compute",
@@ -175,20 +179,18 @@ def test_most_words_need_no_tail_cluster_and_none_the_sort(wikitext_sized, monke
     def no_sort(*args, **kwargs):
         raise AssertionError("sorted the vocabulary")
     monkeypatch.setattr(sampling, "draw_sorted_nucleus", no_sort)
-    sampler = AdaptiveSampler(decoder, 0.8, 0.95, [1])
+    sampler = AdaptiveSampler(output, 0.8, 0.95, [1])
     rng = random.Random(0)
-    with torch.inference_mode():
-        for _ in range(1000):
-            sampler(h, rng)
-    assert 0 < len(computed) < 0.8 * 1000 * decoder.n_clusters, len(computed)
+    for _ in range(1000):
+        sampler(h, rng)
+    assert 0 < len(computed) < 0.8 * 1000 * output.n_clusters, len(computed)
 
 
 def test_tiny_top_p_falls_back_to_the_sort_and_gives_the_best_word(wikitext_sized):
-    decoder, h, log_probs = wikitext_sized
+    output, h, log_probs = wikitext_sized
     rng = random.Random(0)
     best = int(log_probs.argmax())
-    with torch.inference_mode():
-        assert {AdaptiveSampler(decoder, 0.8, 1e-9)(h, rng) for _ in range(20)} == {best}
+    assert {AdaptiveSampler(output, 0.8, 1e-9)(h, rng) for _ in range(20)} == {best}
 
 
 # ---------------------------------------------------------------------- in the generator
@@ -201,8 +203,7 @@ def test_the_generator_draws_the_defaults_without_the_full_distribution(tiny_che
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the full distribution was computed")
-    monkeypatch.setattr(model.decoder, "log_prob", forbidden)
-    monkeypatch.setattr(model, "log_probs", forbidden)
+    monkeypatch.setattr(AdaptiveOutput, "log_probs", forbidden)
     for options in (SamplingOptions(words=30), SamplingOptions(words=30, temperature=1.7,
                                                                top_p=0.5, allow_unk=True)):
         assert len(generator.generate("the cat", options).tokens) == 30
@@ -214,8 +215,9 @@ def test_seeds_reproduce_on_the_adaptive_path(tiny_checkpoint):
     for options in (SamplingOptions(words=40, seed=5),
                     SamplingOptions(words=40, seed=5, temperature=1.4, top_p=0.7)):
         first = generator.generate("the cat", options).tokens
-        torch.manual_seed(99)  # the global RNG plays no part
+        torch.manual_seed(99)  # the global RNGs play no part
         random.seed(99)
+        np.random.seed(99)
         assert generator.generate("the cat", options).tokens == first
         assert list(generator.stream("the cat", options)) == first
     assert (generator.generate("the cat", words=40, seed=1).tokens
