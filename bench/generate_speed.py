@@ -33,6 +33,10 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lstmlm.cli import at_least  # noqa: E402 (torch-free: the argparse types)
+
 # words/s targets per path (issue 24), one thread, one stream
 TARGETS = {"sample defaults": 3000, "temperature 1": 4000, "greedy": 4000}
 TARGET_FIRST_WORD_S = 0.8
@@ -52,39 +56,19 @@ print(count / (time.perf_counter() - start))
 """
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("data/model.pt"))
     parser.add_argument("--vocab", type=Path, help="default: the one the checkpoint refers to")
-    parser.add_argument("--words", type=positive_int, default=2000,
+    parser.add_argument("--words", type=at_least(1), default=2000,
                         help="words per path (default: %(default)s)")
     parser.add_argument("--prompt", default="The Beatles are")
-    parser.add_argument("--threads", type=positive_int, default=1,
+    parser.add_argument("--threads", type=at_least(1), default=1,
                         help="as the command's --threads (default: %(default)s)")
-    parser.add_argument("--api-words", dest="api_words", type=positive_int, default=400,
+    parser.add_argument("--api-words", dest="api_words", type=at_least(1), default=400,
                         help="words per API and command run (default: %(default)s)")
-    parser.add_argument("--load", type=non_negative_int, default=2,
+    parser.add_argument("--load", type=at_least(0), default=2,
                         help="busy processes beside the API and the command in their second "
                              "round (default: %(default)s; 0: quiet only)")
     parser.add_argument("--no-api", dest="api", action="store_false",
@@ -259,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     # The command and the API run in the checkout's root: paths as given here, absolute.
     args.model = args.model.resolve()
     args.vocab = args.vocab.resolve() if args.vocab is not None else None
-    sys.path.insert(0, str(ROOT))
     results = measure_paths(args)
     first = time_to_first_word(args)
     print(f"{'time to first word (python -m lstmlm generate --stream)':50} {first:8.2f} s")

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 from .errors import LstmlmError
 from .options import SamplingOptions
@@ -41,15 +41,21 @@ Several prompts give one text each, separated by a blank line.
 # ---------------------------------------------------------------------- options
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: "argument --threads: expected an integer >= 0, got '-1'", exit 2."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+def at_least(low: int) -> Callable[[str], int]:
+    """argparse type of an integer >= low: "argument --threads: expected an integer >= 0,
+    got '-1'", exit 2."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+non_negative_int = at_least(0)
 
 
 def seed_value(text: str) -> int | None:

@@ -139,11 +139,17 @@ def build_tiny_repo(dest: Path, tiny_model: dict, tiny_train: dict, write_corpus
     write_corpus(dest / "corpus")
     set_params(dest, {"download": {"corpus": "corpus"}, "model": tiny_model,
                       "train": tiny_train, "sample": {"words": 10}})
+    return commit_and_repro(dest, "tiny project")
+
+
+def commit_and_repro(dest: Path, message: str) -> str:
+    """A project copy made a git + DVC repo on branch main, committed, its pipeline run and
+    the results committed; returns the output of that `dvc repro`."""
     git(dest, "-c", "init.defaultBranch=main", "init", "-q")
     if not (dest / ".dvc" / "config").exists():
         dvc(dest, "init", "-q")
     git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "tiny project")
+    git(dest, "commit", "-q", "-m", message)
     output = dvc(dest, "repro")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "pipeline results")

@@ -189,7 +189,10 @@ HOSTILE_CHILD = textwrap.dedent("""
         outcome = {"error": None, "message": ""}
     except BaseException as err:
         outcome = {"error": type(err).__name__, "message": str(err)}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # The high-water mark of this process's own memory (ru_maxrss would carry the peak of
+    # the pytest process that forked it across exec).
+    peak = 1024 * int(next(line.split()[1] for line in open("/proc/self/status")
+                           if line.startswith("VmHWM:")))
     outcome.update(growth=peak - before, seconds=time.monotonic() - started)
     print(json.dumps(outcome), flush=True)
 """)

@@ -21,7 +21,7 @@ import yaml
 
 from conftest import ROOT, TINY_MODEL, TINY_TRAIN
 import lstmlm
-from helpers_dvc import copy_project, copy_repo, dvc, git, set_params
+from helpers_dvc import commit_and_repro, copy_project, copy_repo, dvc, git, set_params
 from lstmlm import corpus
 from lstmlm.checkpoint import load
 from lstmlm.corpus import SPLIT_RECORD, tensorise_corpus, tokenise_corpus
@@ -270,15 +270,7 @@ def story_repo(tmp_path_factory) -> tuple[Path, str]:
     set_params(dest, {"download": {"corpus": "story.txt"}, "model": model, "train": TINY_TRAIN,
                       "evaluate": {"batch_size": 4, "test_batch_size": 2, "bptt": 8},
                       "sample": {"words": 10}})
-    git(dest, "-c", "init.defaultBranch=main", "init", "-q")
-    if not (dest / ".dvc" / "config").exists():
-        dvc(dest, "init", "-q")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "my story")
-    output = dvc(dest, "repro")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "pipeline results")
-    return dest, output
+    return dest, commit_and_repro(dest, "my story")
 
 
 @slow
