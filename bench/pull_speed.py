@@ -39,10 +39,13 @@ def run(args: list[str], cwd: Path) -> tuple[float, str]:
 def remote_settings(repo: Path, name: str | None) -> tuple[str, list[tuple[str, str]]]:
     """The remote's name and its settings (url and the rest, local ones included)."""
     _, listing = run(["dvc", "config", "--list", "--show-origin"], repo)
-    default = name or re.search(r"core\.remote=(\S+)", listing).group(1)
-    settings = re.findall(rf"remote\.{re.escape(default)}\.(\S+?)=(.*)", listing)
+    found = re.search(r"core\.remote=(\S+)", listing)
+    default = name or (found.group(1) if found else None)
+    pattern = rf"remote\.{re.escape(default or '')}\.(\S+?)=(.*)"
+    settings = re.findall(pattern, listing) if default else []
     if not settings:
-        raise SystemExit(f"no DVC remote named {default!r} in {repo}")
+        raise SystemExit(f"pull_speed: no DVC remote {default or '(no default)'} in {repo}: "
+                         "add one and push the pipeline's results first (docs/remote.md)")
     return default, settings
 
 

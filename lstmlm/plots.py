@@ -35,8 +35,7 @@ def read_curve(path: Path) -> list[tuple[int, float]]:
 
 
 def perplexity_spec(curves: dict[str, list[tuple[int, float]]]) -> dict:
-    """A Vega-Lite line chart: perplexity per epoch, one line per split (log scale, as
-    perplexity falls by factors)."""
+    """A Vega-Lite line chart: perplexity per epoch, one line per split."""
     values = [{"epoch": epoch, "perplexity": ppl, "split": split}
               for split, rows in curves.items() for epoch, ppl in rows]
     return {
@@ -49,7 +48,7 @@ def perplexity_spec(curves: dict[str, list[tuple[int, float]]]) -> dict:
             "x": {"field": "epoch", "type": "quantitative", "title": "epoch",
                   "axis": {"tickMinStep": 1, "format": "d"}},
             "y": {"field": "perplexity", "type": "quantitative", "title": "perplexity",
-                  "scale": {"type": "log", "zero": False}},
+                  "scale": {"zero": False}},
             "color": {"field": "split", "type": "nominal", "title": None,
                       "sort": list(curves)},
         },
