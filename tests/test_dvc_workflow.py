@@ -154,6 +154,23 @@ def test_sample_param_reruns_only_sample_and_its_copy(repo):
 
 
 @slow
+def test_a_value_hydra_cannot_lex_runs_once_quoted_as_the_docs_say(repo):
+    """`-S` goes through Hydra's override grammar, which stops at `~` and letters beyond
+    ASCII: DVC then fails with Hydra's lexer error. Quoted inside the override, as
+    docs/experiments.md says, the same value reaches the pipeline."""
+    shutil.copytree(repo / "corpus", repo / "café corpus~")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the corpus again, under an awkward name")
+    refused = run(["dvc", "exp", "run", "-S", "download.corpus=café corpus~"], repo, check=False)
+    assert "LexerNoViableAltException" in refused, refused
+    output = dvc(repo, "exp", "run", "-S", "download.corpus='café corpus~'")
+    assert ran_stages(output)[:3] == ["params", "download", "tokenise"], output
+    assert read_params(repo)["download"]["corpus"] == "café corpus~"
+    docs = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
+    assert """-S "download.corpus='""" in docs
+
+
+@slow
 def test_model_param_reruns_train_evaluate_sample(pr_repo):
     repo, output, name = pr_repo
     assert ran_stages(output) == ["params", "train", "evaluate", "sample", "publish"], output
