@@ -1,10 +1,10 @@
 """Stage `sample`: generate text for each prompt in params and write it as Markdown.
 
-Reads params: sample.* (the sampling options) and prompts. The Markdown file is tracked
-by git, so a pull request shows the texts next to the metrics, and tools/pr_report.py
-pastes it into pull-request comments: the prompts and the model's text are escaped, so
-that they show as written and never as HTML, links or Markdown structure (a model trained
-on HTML-bearing text writes ``<iframe src=javascript:...>``).
+Reads params: sample.* (the sampling options) and prompts. The publish stage copies the
+Markdown into metrics/, tracked by git, so a pull request shows the texts next to the
+metrics, and tools/pr_report.py pastes it into pull-request comments: the prompts and the
+model's text are escaped, so that they show as written and never as HTML, links or
+Markdown structure (a model trained on HTML-bearing text writes ``<iframe src=...>``).
 """
 
 from __future__ import annotations

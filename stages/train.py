@@ -141,8 +141,7 @@ def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) ->
             save_best()
         resume.save(trainer)
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
+    try:  # SIGTERM too ends up here: run_stage makes it a KeyboardInterrupt
         if trainer.progress.best_weights is not None:
             save_best()  # DVC deleted the checkpoint before this resumed run
         trainer.fit(on_epoch)
@@ -157,11 +156,6 @@ def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) ->
     p = trainer.progress
     print(f"train: best valid ppl {perplexity(p.best_valid_loss):.1f} at epoch "
           f"{p.best_epoch}; checkpoint {args.checkpoint}")
-
-
-def _raise_interrupt(signum, frame):
-    """SIGTERM ends the stage the way Ctrl-C does."""
-    raise KeyboardInterrupt
 
 
 def launch_torchrun(nproc: int) -> int:
