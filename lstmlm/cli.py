@@ -41,21 +41,26 @@ Several prompts give one text each, separated by a blank line.
 # ---------------------------------------------------------------------- options
 
 
-def at_least(low: int) -> Callable[[str], int]:
-    """argparse type of an integer >= low: "argument --threads: expected an integer >= 0,
-    got '-1'", exit 2."""
+def at_least(low: int, high: int | None = None,
+             expected: str | None = None) -> Callable[[str], int]:
+    """argparse type of an integer from ``low`` (to ``high``): "argument --threads:
+    expected an integer >= 0, got '-1'", exit 2; ``expected`` words the range otherwise."""
+    expected = expected or f"an integer >= {low}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
     return parse
 
 
 non_negative_int = at_least(0)
+# --port: "argument --port: expected a port from 0 to 65535, got '70000'", exit 2.
+port_number = at_least(0, 65535, "a port from 0 to 65535")
 
 
 def seed_value(text: str) -> int | None:
@@ -290,17 +295,6 @@ def _discard_stdout() -> None:
 
 
 # ---------------------------------------------------------------------- serve
-
-
-def port_number(text: str) -> int:
-    """--port: "argument --port: expected a port from 0 to 65535, got '70000'", exit 2."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
-    return value
 
 
 def web_origin(text: str) -> str:

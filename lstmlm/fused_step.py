@@ -16,7 +16,7 @@ The sigmoid gates use sigmoid(x) = (1 + tanh(x / 2)) / 2, with their weights hal
 from __future__ import annotations
 
 import bisect
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -137,7 +137,7 @@ class FusedStep:
         self.weights = weights
         self.layers = [_Layer(w) for w in weights.layers]
 
-    def prime(self, ids: list[int]) -> np.ndarray:
+    def prime(self, ids: Sequence[int]) -> np.ndarray:
         """Feed the prompt's ids, one step each; the features (D,) after the last."""
         for token_id in ids:
             self._feed(self.weights.input_gates(token_id))
@@ -145,8 +145,7 @@ class FusedStep:
 
     def __call__(self, token_id: int) -> np.ndarray:
         """Feed one id; the features (D,) for predicting the next one."""
-        self._feed(self.weights.input_gates(token_id))
-        return self._features()
+        return self.prime((token_id,))
 
     def _feed(self, first_input: np.ndarray) -> None:
         below = None

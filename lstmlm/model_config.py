@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .params import spec
+from .params import ParamsError, spec
 
 # The adaptive softmax's default clusters, as shares of the vocabulary: rounded, they are
 # the [2000, 10000] of the literature on WikiText-2's 33,278 words (2000.008, 10000.04).
@@ -69,8 +69,9 @@ class ModelConfig:
     def for_vocab(self, vocab_size: int) -> "ModelConfig":
         """This config for a vocabulary of ``vocab_size`` words: the adaptive softmax's
         cutoffs as word counts (shares rounded to the nearest word, each at least one more
-        than the one before), as the model and its checkpoint hold them. Raises ValueError
-        naming model.cutoffs when they do not lie strictly inside the vocabulary."""
+        than the one before), as the model and its checkpoint hold them. Raises ParamsError
+        (a user's error, and a ValueError) naming model.cutoffs when they do not lie
+        strictly inside the vocabulary."""
         if self.output != "adaptive":
             return self
         cutoffs: list[int] = []
@@ -82,7 +83,7 @@ class ModelConfig:
             here = f" (here {cutoffs})" if from_shares else ""
             remedy = ("fewer cutoffs" if from_shares else
                       f"shares of the vocabulary, such as {list(SHARE_CUTOFFS)} (the default)")
-            raise ValueError(f"model.cutoffs: {self.cutoffs!r}{here} is not allowed; the last "
+            raise ParamsError(f"model.cutoffs: {self.cutoffs!r}{here} is not allowed; the last "
                              f"cutoff must be below the vocabulary size {vocab_size}; use "
                              f"{remedy}, or model.output: full")
         return dataclasses.replace(self, cutoffs=cutoffs)
@@ -101,7 +102,7 @@ class ModelConfig:
         """Name -> shape of every weight LSTMLanguageModel(self, vocab_size) holds, as its
         state_dict names them (tests/test_checkpoint.py compares the two): what a
         checkpoint of this config must hold, known without building anything. Raises
-        ValueError as for_vocab does."""
+        ParamsError as for_vocab does."""
         c = self.for_vocab(vocab_size)
         four_h = 4 * c.hidden
         shapes: dict[str, tuple[int, ...]] = {}

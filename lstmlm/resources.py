@@ -8,11 +8,12 @@ by the `params` stage, before DVC deletes the last good outputs of `train`.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import psutil
 
 from .errors import LstmlmError
-from .model import ModelConfig
+from .model_config import ModelConfig
 
 # Bytes per parameter while training: weight, gradient and two Adam moments (fp32).
 STATE_COPIES = {"adam": 4, "adamw": 4, "sgd": 2}
@@ -25,23 +26,12 @@ GIB = 2 ** 30
 
 
 def parameter_count(config: ModelConfig, vocab_size: int) -> int:
-    """Parameters of LSTMLanguageModel(config, vocab_size), computed without building it."""
-    c = config.for_vocab(vocab_size)  # the cutoffs as word counts, as the model has them
-    # A tied adaptive softmax is also the input embedding: no table of its own.
-    count = 0 if c.tied_adaptive else vocab_size * c.emb
-    for layer in range(c.layers):
-        inputs = c.emb if layer == 0 else c.hidden
-        count += 4 * c.hidden * (inputs + c.hidden + 2)
-    if c.tie_weights and c.hidden != c.emb:
-        count += c.hidden * c.emb
-    if c.output == "full":
-        return count + (0 if c.tie_weights else c.out_dim * vocab_size) + vocab_size
-    bounds = [*c.cutoffs, vocab_size]
-    count += c.out_dim * (bounds[0] + len(c.cutoffs))  # head: frequent words + one per cluster
-    for i, (low, high) in enumerate(zip(bounds, bounds[1:])):
-        width = max(1, int(c.out_dim // (c.div_value ** (i + 1))))
-        count += c.out_dim * width + width * (high - low)
-    return count
+    """Parameters of LSTMLanguageModel(config, vocab_size), computed without building it:
+    its weights' shapes (ModelConfig.weight_shapes), a tied weight counted once."""
+    shapes = config.weight_shapes(vocab_size)
+    if config.tie_weights and config.output == "full":
+        del shapes["decoder.weight"]  # the encoder's own table
+    return sum(math.prod(shape) for shape in shapes.values())
 
 
 def training_bytes(config: ModelConfig, vocab_size: int, optimizer: str, batch_size: int,

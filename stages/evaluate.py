@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -55,13 +56,14 @@ def evaluate_split(model, data: torch.Tensor, bptt: int, name: str,
 
 
 def adapted(model, ids: dict, config: EvaluateConfig, test: torch.Tensor,
-            test_kept: list | None) -> dict:
-    """The adapted entries of eval.json: chosen on valid, then applied to test."""
+            test_kept: list | None, load_train: Callable[[], Any]) -> dict:
+    """The adapted entries of eval.json: chosen on valid, then applied to test;
+    ``load_train()`` gives the training ids, read only when dynamic evaluation is on."""
     rule = None
     with full_precision():  # like every number the stage reports
         if config.dynamic_lr:
             started = time.perf_counter()
-            rule = dynamic_rule(model, ids["train"], config)
+            rule = dynamic_rule(model, load_train(), config)
             log(f"dynamic: gradient rms over {rule.stat_tokens:,} training tokens, "
                 f"{time.perf_counter() - started:.1f} s")
         valid = stream(ids["valid"][:config.adapt_valid_tokens or None],
@@ -90,14 +92,15 @@ def main() -> None:
 
     set_cpu_threads(0)
     model, vocab, _ = load(args.checkpoint, args.vocab)
-    ids = {split: load_ids(args.ids, split, len(vocab)) for split in ("train", "valid", "test")}
+    ids = {split: load_ids(args.ids, split, len(vocab)) for split in ("valid", "test")}
     valid = stream(ids["valid"], config.batch_size, "evaluate.batch_size")
     test = stream(ids["test"], config.test_batch_size, "evaluate.test_batch_size")
     test_kept = [] if config.cache_window else None  # for the cache: features, log-probs
     results = {"valid": evaluate_split(model, valid, config.bptt, "valid"),
                "test": evaluate_split(model, test, config.bptt, "test", test_kept)}
     if config.cache_window or config.dynamic_lr:
-        results.update(adapted(model, ids, config, test, test_kept))
+        results.update(adapted(model, ids, config, test, test_kept,
+                               lambda: load_ids(args.ids, "train", len(vocab))))
     write_json(args.out, results)
 
 

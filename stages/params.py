@@ -15,7 +15,6 @@ from pathlib import Path
 
 from lstmlm.corpus import WIKITEXT2_VOCAB_SIZE, TokeniseConfig
 from lstmlm.download import DownloadConfig, check_corpus
-from lstmlm.errors import LstmlmError
 from lstmlm.evaluation import EvaluateConfig
 from lstmlm.files import write_text
 from lstmlm.guard import run_stage
@@ -43,11 +42,7 @@ def check_machine(params: dict, vocab_path: Path) -> None:
         from lstmlm.vocab import Vocabulary
 
         vocab_size = len(Vocabulary.load(vocab_path))
-    try:
-        model = model.for_vocab(vocab_size)  # cutoffs as word counts, for the estimate too
-    except ValueError as err:
-        raise LstmlmError(str(err)) from None
-    check_fits(model, vocab_size, train, device.type)
+    check_fits(model, vocab_size, train, device.type)  # and that the cutoffs fit
 
 
 def warn_hand_edits(params_path: Path, conf_dir: Path) -> None:

@@ -65,17 +65,15 @@ def build_trainer(args, vocab: Vocabulary, model_config, train_config, rank: int
     if device.type == "cpu":
         set_cpu_threads(train_config.threads, local_world_size())
     set_precision(train_config.precision)
-    try:
-        model_config = model_config.for_vocab(len(vocab))  # cutoffs as word counts
-    except ValueError as err:  # the message names model.cutoffs and what would work
-        raise LstmlmError(str(err)) from None
-    check_fits(model_config, len(vocab), train_config, device.type)
+    check_fits(model_config, len(vocab), train_config, device.type)  # cutoffs fit, too
     torch.manual_seed(train_config.seed)
     try:
         model = LSTMLanguageModel(model_config, len(vocab))
         return Trainer(model, train_ids, valid_ids, train_config, device, rank=rank,
                        world_size=world_size)
-    except ValueError as err:  # a split too short for the batch size
+    except LstmlmError:  # a ParamsError is a ValueError too, and says what to change
+        raise
+    except ValueError as err:  # batchify: a split too short for the batch size
         raise LstmlmError(f"{args.ids}: {err}; use a longer corpus or a smaller "
                           f"train.batch_size (now {train_config.batch_size})") from None
 

@@ -320,6 +320,22 @@ def test_queued_sweep_apply_and_branch(pr_copy):
     assert_clean(repo)
 
 
+# --- the remote benchmark -------------------------------------------------------------
+
+@slow
+def test_pull_speed_bench_times_a_fresh_clone_that_runs_nothing(repo, tmp_path):
+    """bench/pull_speed.py: a clone of a repo whose remote holds its results pulls them and
+    `dvc repro` runs no stage; with no remote it says what to do first."""
+    bench = ["python", str(ROOT / "bench" / "pull_speed.py"), "--repo", str(repo)]
+    unset = run(bench, tmp_path, check=False)
+    assert "no DVC remote" in unset and "push" in unset, unset
+    dvc(repo, "remote", "add", "--local", "-d", "store", str(tmp_path / "store"))
+    dvc(repo, "push")
+    output = run(bench, tmp_path)
+    assert re.search(r"dvc pull : +[\d.]+ s", output), output
+    assert "(stages run: none)" in output, output
+
+
 # --- plots ----------------------------------------------------------------------------
 
 def vega_specs(html: str) -> dict[str, dict]:
