@@ -24,14 +24,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lstmlm.adaptation import dynamic_log_probs, dynamic_rule, stream_loss  # noqa: E402
-from lstmlm.batching import batchify  # noqa: E402
-from lstmlm.checkpoint import load  # noqa: E402
-from lstmlm.corpus import load_ids  # noqa: E402
-from lstmlm.evaluation import EvaluateConfig, perplexity  # noqa: E402
-from lstmlm.machine import full_precision  # noqa: E402
-from lstmlm.params import parse_section  # noqa: E402
-from lstmlm.machine import set_cpu_threads  # noqa: E402
+from lstmlm.core.loading import load
+from lstmlm.core.machine import full_precision, set_cpu_threads
+from lstmlm.core.params import parse_section
+from lstmlm.data.streams import batchify, load_ids
+from lstmlm.evaluate.adaptation import dynamic_log_probs, dynamic_rule, stream_loss
+from lstmlm.evaluate.config import EvaluateConfig
+from lstmlm.evaluate.perplexity import perplexity
 
 
 def setting(base: EvaluateConfig, text: str) -> EvaluateConfig:

@@ -35,7 +35,7 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lstmlm.cli import at_least  # noqa: E402 (torch-free: the argparse types)
+from lstmlm.generate.command import at_least
 
 # words/s targets per path (issue 24), one thread, one stream
 TARGETS = {"sample defaults": 3000, "temperature 1": 4000, "greedy": 4000}
@@ -83,7 +83,8 @@ def measure_paths(args: argparse.Namespace) -> dict[str, float]:
     """words/s of each path in this process, on --threads threads; printed."""
     import numpy
 
-    from lstmlm.generate import Generator, SamplingOptions
+    from lstmlm.generate.generator import Generator
+    from lstmlm.generate.options import SamplingOptions
 
     start = time.perf_counter()
     generator = Generator.load(args.model, args.vocab, threads=args.threads)
@@ -126,8 +127,8 @@ def memory_floor(generator, repeats: int) -> float:
     softmax's weight); more layers and tail clusters only add to a word's time."""
     import numpy as np
 
-    from lstmlm.output_layer import AdaptiveOutput
-    from lstmlm.threads import BLAS_THREADS
+    from lstmlm.core.threads import BLAS_THREADS
+    from lstmlm.generate.engine import AdaptiveOutput
 
     engine = generator.engine()
     _, hh_t, _ = engine.step.layers[0]

@@ -31,12 +31,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lstmlm.evaluation import evaluate_loss  # noqa: E402
-from lstmlm.model import LSTMLanguageModel, ModelConfig  # noqa: E402
-from lstmlm.params import read_params  # noqa: E402
-from lstmlm.machine import full_precision, set_precision  # noqa: E402
-from lstmlm.schedule import TrainConfig  # noqa: E402
-from lstmlm.training import Trainer  # noqa: E402
+from lstmlm.core.machine import full_precision, set_precision
+from lstmlm.core.params import read_params
+from lstmlm.evaluate.perplexity import evaluate_loss
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
+from lstmlm.train.schedule import TrainConfig
+from lstmlm.train.trainer import Trainer
 
 
 def require_cuda(name: str) -> torch.device:
@@ -121,9 +122,10 @@ def check_generation(model: LSTMLanguageModel) -> dict:
     each sampling path draws (50 asked)."""
     import numpy as np
 
-    from lstmlm.fused_step import FusedStep
-    from lstmlm.generate import Generator, SamplingOptions
-    from lstmlm.vocab import Vocabulary
+    from lstmlm.data.vocab import Vocabulary
+    from lstmlm.generate.engine import FusedStep
+    from lstmlm.generate.generator import Generator
+    from lstmlm.generate.options import SamplingOptions
 
     model.eval()
     device = next(model.parameters()).device

@@ -32,10 +32,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from gpu_check import build, report_precision, require_cuda  # noqa: E402
-from lstmlm.batching import batchify  # noqa: E402
-from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus  # noqa: E402
-from lstmlm.evaluation import evaluate_loss, perplexity  # noqa: E402
-from lstmlm.machine import full_precision  # noqa: E402
+
+from lstmlm.core.machine import full_precision
+from lstmlm.data.streams import batchify, load_ids
+from lstmlm.data.tensorise import tensorise_corpus
+from lstmlm.data.tokenise import tokenise_corpus
+from lstmlm.evaluate.perplexity import evaluate_loss, perplexity
 
 
 def prepare(wikitext: Path, work: Path) -> tuple[dict, object]:
@@ -118,7 +120,8 @@ def gpu_fast(args, data, ids, vocab, device) -> dict:
 def samples(model, vocab) -> list[str]:
     """A few texts, as the sample stage writes them (its default options)."""
     try:
-        from lstmlm.generate import Generator, SamplingOptions
+        from lstmlm.generate.generator import Generator
+        from lstmlm.generate.options import SamplingOptions
 
         generator = Generator(model.cpu().eval(), vocab)
         texts = [f"{p} {generator.generate(p, SamplingOptions()).text}"

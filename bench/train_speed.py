@@ -31,13 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from data_speed import find_wikitext  # noqa: E402
-from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus  # noqa: E402
-from lstmlm.model import LSTMLanguageModel, ModelConfig  # noqa: E402
-from lstmlm.params import parse_section  # noqa: E402
-from lstmlm.presets import compose  # noqa: E402
-from lstmlm.machine import set_cpu_threads  # noqa: E402
-from lstmlm.schedule import TrainConfig  # noqa: E402
-from lstmlm.training import Trainer  # noqa: E402
+
+from lstmlm.core.machine import set_cpu_threads
+from lstmlm.core.params import parse_section
+from lstmlm.data.streams import load_ids
+from lstmlm.data.tensorise import tensorise_corpus
+from lstmlm.data.tokenise import tokenise_corpus
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
+from lstmlm.presets import compose
+from lstmlm.train.schedule import TrainConfig
+from lstmlm.train.trainer import Trainer
 
 # pytorch/examples word_language_model defaults: 2x200, tied, batch 20, bptt 35.
 SMALL_2X200 = {"emb": 200, "hidden": 200, "layers": 2, "output_dropout": 0.2,

@@ -1,10 +1,17 @@
-"""lstmlm: LSTM word-level language models on WikiText-2.
+"""lstmlm: LSTM word-level language models on WikiText-2 (or your own text).
 
-The package is plain PyTorch with no DVC inside; the pipeline's stages (stages/) are thin
-wrappers around it. Importing it does no work and does not import torch: the data stages
-stay fast, and torch is loaded only by the modules that need it.
+The library has no DVC inside; the pipeline's stages (stages/) are thin wrappers around
+it. Its rooms follow the pipeline (docs/architecture.md):
 
-From Python, as in the seed notebook:
+    core/      errors, params checking, safe files, checkpoints, the machine
+    data/      the corpus: download, tokenise, vocabulary, tensorise, batches
+    model/     the LSTM language model and its config
+    train/     the training loop, schedule, resume, data parallelism
+    evaluate/  perplexity, the neural cache and dynamic evaluation
+    generate/  text from a prompt, in numpy (no torch), and ``python -m lstmlm generate``
+    serve/     a local web page, ``python -m lstmlm serve``
+
+Importing it does no work and does not import torch. From Python:
 
     import lstmlm
     generator = lstmlm.load("data/model.pt")
@@ -12,7 +19,7 @@ From Python, as in the seed notebook:
     print(generation.text, generation.unknown_words)
     for token in generator.stream("I like", top_k=40): ...
 
-The settings are those of ``python -m lstmlm generate`` (lstmlm.options.SamplingOptions).
+The settings are those of ``python -m lstmlm generate`` (lstmlm.generate.options).
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ __version__ = "0.1.0"
 
 
 def load(checkpoint, vocab=None, map_location="cpu"):
-    """A Generator (lstmlm.generate.Generator) for a trained checkpoint; ``vocab``: a
+    """A Generator (lstmlm.generate.generator) for a trained checkpoint; ``vocab``: a
     vocabulary JSON to use instead of the one the checkpoint carries (it must match)."""
-    from .generate import Generator  # here, not above: importing lstmlm stays free of torch
+    from lstmlm.generate.generator import Generator
 
     return Generator.load(checkpoint, vocab, map_location)

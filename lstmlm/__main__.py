@@ -1,4 +1,4 @@
-"""``python -m lstmlm COMMAND ...``: dispatch a subcommand to lstmlm/cli.py.
+"""``python -m lstmlm COMMAND ...``: dispatch a subcommand to its module's ``main``.
 
 Only argparse is imported here, so ``--help`` and usage errors answer at once; torch is
 loaded by the command that needs it.
@@ -7,15 +7,16 @@ loaded by the command that needs it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from . import __version__
-from .errors import run_main
+from lstmlm import __version__
+from lstmlm.core.errors import run_main
 
-# command -> (function name in lstmlm.cli, one-line description)
+# command -> (the module whose main() runs it, one-line description)
 COMMANDS = {
-    "generate": ("generate_main", "generate text from a trained checkpoint"),
-    "serve": ("serve_main", "a local web page to write with a trained checkpoint"),
+    "generate": ("lstmlm.generate.command", "generate text from a trained checkpoint"),
+    "serve": ("lstmlm.serve.command", "a local web page to write with a trained checkpoint"),
 }
 
 
@@ -34,9 +35,8 @@ def main(argv: list[str] | None = None) -> int | None:
     # Only the first argument is the command's name: its own options (and --help) follow.
     split = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
     args = parser.parse_args(argv[:split + 1])
-    from . import cli
-
-    return getattr(cli, COMMANDS[args.command][0])(argv[split + 1:])
+    command = importlib.import_module(COMMANDS[args.command][0])
+    return command.main(argv[split + 1:])
 
 
 if __name__ == "__main__":

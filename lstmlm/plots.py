@@ -16,7 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
-from .errors import LstmlmError, run_main
+from lstmlm.core.errors import LstmlmError, run_main
 
 SPLITS = ("train", "valid")
 

@@ -36,7 +36,8 @@ def compose(preset: str | None = None, overrides: list[str] | tuple = (),
             conf_dir: str | Path = CONF_DIR) -> dict[str, Any]:
     """conf/ composed with ``preset`` (None: the default in config.yaml) and Hydra
     ``overrides`` such as ``model.emb=800``, as a plain dict."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     overrides = [*([f"preset={preset}"] if preset else []), *overrides]

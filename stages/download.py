@@ -3,10 +3,10 @@
     python -m stages.download --out data/raw [--resume-dir data/resume/download]
 
 Reads the ``download`` section of params.yaml. WikiText-2 comes from $WIKITEXT_DIR when
-set, else from the mirrors in lstmlm.wikitext, and is verified by SHA-256; WikiText-103
+set, else from the mirrors in lstmlm.data.wikitext, and is verified by SHA-256; WikiText-103
 likewise from $WIKITEXT103_DIR or its mirror, the zip verified by SHA-256 and, when a
 download is interrupted, continued from --resume-dir by the next run. Any other
-``download.corpus`` is your own text (lstmlm.owntext): prose is split by
+``download.corpus`` is your own text (lstmlm.data.owntext): prose is split by
 ``download.split`` and ``download.seed`` and the split recorded in --out/split.json.
 """
 
@@ -16,10 +16,11 @@ import argparse
 import logging
 import sys
 
-from lstmlm.download import DownloadConfig, PreparedCorpus, prepare_corpus
-from lstmlm.guard import run_stage
-from lstmlm.params import read_params
-from lstmlm.wikitext import WIKITEXT103
+from lstmlm.core.params import read_params
+from lstmlm.data.corpus import DownloadConfig
+from lstmlm.data.download import PreparedCorpus, prepare_corpus
+from lstmlm.data.wikitext import WIKITEXT103
+from stages.guard import run_stage
 
 
 def _size(n: float) -> str:

@@ -2,7 +2,7 @@
 
 Reads params: the evaluate section. The static numbers compare with published ones: the
 hidden state carried across batches, batch 10 for valid and 1 for test, as in the
-literature. Beside them, the adapted perplexities of lstmlm.adaptation: the neural cache,
+literature. Beside them, the adapted perplexities of lstmlm.evaluate.adaptation: the neural cache,
 dynamic evaluation, and both together (each off when its window / learning rate is 0).
 They read valid the way test is read, in test_batch_size columns (valid's first
 adapt_valid_tokens tokens), choose each cache's (θ, λ) there, and apply the choice to test.
@@ -17,16 +17,16 @@ from typing import Any, Callable
 
 import torch
 
-from lstmlm.adaptation import adapt_test, adapt_valid, adapted_metrics, dynamic_rule
-from lstmlm.batching import batchify
-from lstmlm.checkpoint import load
-from lstmlm.corpus import load_ids
-from lstmlm.errors import LstmlmError
-from lstmlm.evaluation import EvaluateConfig, evaluate_loss, metric_entry
-from lstmlm.files import write_json
-from lstmlm.guard import run_stage
-from lstmlm.machine import full_precision, set_cpu_threads
-from lstmlm.params import read_params
+from lstmlm.core.errors import LstmlmError
+from lstmlm.core.files import write_json
+from lstmlm.core.loading import load
+from lstmlm.core.machine import full_precision, set_cpu_threads
+from lstmlm.core.params import read_params
+from lstmlm.data.streams import batchify, load_ids
+from lstmlm.evaluate.adaptation import adapt_test, adapt_valid, adapted_metrics, dynamic_rule
+from lstmlm.evaluate.config import EvaluateConfig
+from lstmlm.evaluate.perplexity import evaluate_loss, metric_entry
+from stages.guard import run_stage
 
 
 def log(line: str) -> None:

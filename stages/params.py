@@ -1,5 +1,10 @@
 """Stage `params`: check every key of params.yaml before any other stage runs.
 
+Every section of params.yaml is the config class of the component that reads it, in that
+component's room of lstmlm/; ``SECTIONS`` below is the one list of them. Each other stage
+imports only the classes of the sections it reads (core.params.read_params), so that
+editing one component's config reruns only the stages that read it.
+
 dvc.yaml runs it first (download depends on its output), on every change of params.yaml
 or conf/. It writes a constant marker, so an unrelated param change reruns this check but
 nothing downstream. A bad value stops `dvc repro` and `dvc exp run` here, before DVC
@@ -12,23 +17,45 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from lstmlm.corpus import WIKITEXT2_VOCAB_SIZE, TokeniseConfig
-from lstmlm.download import DownloadConfig, check_corpus
-from lstmlm.evaluation import EvaluateConfig
-from lstmlm.files import write_text
-from lstmlm.guard import run_stage
-from lstmlm.machine import pick_device, set_cpu_threads
-from lstmlm.model import ModelConfig
-from lstmlm.options import SamplingOptions
-from lstmlm.params import load_yaml, read_params
-from lstmlm.resources import check_fits
-from lstmlm.schedule import TrainConfig
+from lstmlm.core.files import write_text
+from lstmlm.core.machine import pick_device, set_cpu_threads
+from lstmlm.core.params import ParamsError, load_yaml, read_params, shown, unknown
+from lstmlm.data.corpus import DownloadConfig
+from lstmlm.data.download import check_corpus
+from lstmlm.data.tokenise import TokeniseConfig
+from lstmlm.data.wikitext import WIKITEXT2_VOCAB_SIZE
+from lstmlm.evaluate.config import EvaluateConfig
+from lstmlm.generate.options import SamplingOptions
+from lstmlm.model.config import ModelConfig
+from lstmlm.train.memory import check_fits
+from lstmlm.train.schedule import TrainConfig
+from stages.guard import run_stage
 
-# Every section of params.yaml and the class it is (see lstmlm/params.py).
-SECTIONS = dict(download=DownloadConfig, tokenise=TokeniseConfig, model=ModelConfig,
-                train=TrainConfig, evaluate=EvaluateConfig, sample=SamplingOptions,
-                prompts=list)
+SECTIONS: dict[str, type] = {
+    "download": DownloadConfig,
+    "tokenise": TokeniseConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+    "sample": SamplingOptions,
+    "prompts": list,  # what the sample stage writes about: a list of strings
+}
+PRESET = "preset"  # the recipe's name, recorded by conf/preset/*.yaml
+
+
+def read_all(path: str | Path) -> dict[str, Any]:
+    """Every section of params.yaml, parsed and checked; unknown sections refused."""
+    raw = load_yaml(path)
+    for name in raw:
+        if name not in SECTIONS and name != PRESET:
+            raise unknown(str(name), list(SECTIONS), "params section")
+    if not isinstance(raw.get(PRESET, ""), str):
+        raise ParamsError(f"{PRESET}: {shown(raw[PRESET])} is not allowed; expected a "
+                          "preset name")
+    return read_params(path, **SECTIONS)
+
 
 
 def check_machine(params: dict, vocab_path: Path) -> None:
@@ -39,10 +66,10 @@ def check_machine(params: dict, vocab_path: Path) -> None:
     set_cpu_threads(train.threads, train.nproc)
     vocab_size = WIKITEXT2_VOCAB_SIZE  # before tokenise has run: assume WikiText-2's
     if vocab_path.is_file():
-        from lstmlm.vocab import Vocabulary
+        from lstmlm.data.vocab import Vocabulary
 
         vocab_size = len(Vocabulary.load(vocab_path))
-    check_fits(model, vocab_size, train, device.type)  # and that the cutoffs fit
+    check_fits(model.for_vocab(vocab_size), vocab_size, train, device.type)  # cutoffs fit too
 
 
 def warn_hand_edits(params_path: Path, conf_dir: Path) -> None:
@@ -70,7 +97,7 @@ def main() -> None:
                         help="read for the memory check when it exists (not a dependency)")
     parser.add_argument("--out", type=Path, required=True, help="marker written when all is well")
     args = parser.parse_args()
-    params = read_params(args.params, **SECTIONS)
+    params = read_all(args.params)
     check_machine(params, args.vocab)
     warn_hand_edits(args.params, args.conf)
     write_text(args.out, "params checked\n")

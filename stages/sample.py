@@ -14,13 +14,12 @@ import html
 import re
 from pathlib import Path
 
-from lstmlm.files import write_text
-from lstmlm.generate import Generator
-from lstmlm.guard import run_stage
-from lstmlm.options import SamplingOptions
-from lstmlm.params import read_params
-from lstmlm.text import shorten
-
+from lstmlm.core.errors import shorten
+from lstmlm.core.files import write_text
+from lstmlm.core.params import read_params
+from lstmlm.generate.generator import Generator
+from lstmlm.generate.options import SamplingOptions
+from stages.guard import run_stage
 
 # Inline Markdown anywhere in a line: escapes, code, emphasis, links and images ([ ... ]),
 # tables, strikethrough, math.

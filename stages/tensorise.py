@@ -10,10 +10,10 @@ import argparse
 import time
 from pathlib import Path
 
-from lstmlm.corpus import tensorise_corpus
-from lstmlm.files import write_json
-from lstmlm.guard import run_stage
-from lstmlm.vocab import Vocabulary
+from lstmlm.core.files import write_json
+from lstmlm.data.tensorise import tensorise_corpus
+from lstmlm.data.vocab import Vocabulary
+from stages.guard import run_stage
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """Stage `train`: train the LSTM language model; keep the best-by-valid checkpoint.
 
 Reads params: model.*, train.*. Logs per-epoch metrics with dvclive. After every epoch it
-saves a resume state outside DVC's outputs (lstmlm.resume); if the stage is interrupted,
+saves a resume state outside DVC's outputs (lstmlm.train.resume); if the stage is interrupted,
 the next `dvc repro` continues from the last finished epoch. A run holds a lock on the
-resume directory and stops when DVC, its caller, is killed (lstmlm.guard).
+resume directory and stops when DVC, its caller, is killed (stages/guard.py).
 """
 
 from __future__ import annotations
@@ -17,20 +17,26 @@ from pathlib import Path
 
 import torch
 
-from lstmlm.checkpoint import save_checkpoint
-from lstmlm.corpus import load_ids
-from lstmlm.distributed import all_agree, cleanup_distributed, local_world_size, setup_distributed
-from lstmlm.errors import LstmlmError
-from lstmlm.evaluation import perplexity
-from lstmlm.guard import RunLock, run_stage
-from lstmlm.machine import pick_device, set_cpu_threads, set_precision
-from lstmlm.model import LSTMLanguageModel, ModelConfig
-from lstmlm.params import read_params
-from lstmlm.resources import check_fits
-from lstmlm.resume import ResumeFile, fingerprint
-from lstmlm.schedule import TrainConfig
-from lstmlm.training import EpochRecord, Trainer
-from lstmlm.vocab import Vocabulary
+from lstmlm.core.checkpoint import save_checkpoint
+from lstmlm.core.errors import LstmlmError
+from lstmlm.core.machine import pick_device, set_cpu_threads, set_precision
+from lstmlm.core.params import read_params
+from lstmlm.data.streams import load_ids
+from lstmlm.data.vocab import Vocabulary
+from lstmlm.evaluate.perplexity import perplexity
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
+from lstmlm.train.distributed import (
+    all_agree,
+    cleanup_distributed,
+    local_world_size,
+    setup_distributed,
+)
+from lstmlm.train.memory import check_fits
+from lstmlm.train.resume import ResumeFile, RunLock, fingerprint
+from lstmlm.train.schedule import TrainConfig
+from lstmlm.train.trainer import EpochRecord, Trainer
+from stages.guard import run_stage
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,7 +71,7 @@ def build_trainer(args, vocab: Vocabulary, model_config, train_config, rank: int
     if device.type == "cpu":
         set_cpu_threads(train_config.threads, local_world_size())
     set_precision(train_config.precision)
-    check_fits(model_config, len(vocab), train_config, device.type)  # cutoffs fit, too
+    check_fits(model_config, len(vocab), train_config, device.type)
     torch.manual_seed(train_config.seed)
     try:
         model = LSTMLanguageModel(model_config, len(vocab))
@@ -90,9 +96,10 @@ def main() -> int | None:
 
 
 def train(args, params: dict) -> None:
-    model_config, train_config = params["model"], params["train"]
+    train_config = params["train"]
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     vocab = Vocabulary.load(args.vocab)
+    model_config = params["model"].for_vocab(len(vocab))  # cutoffs as word counts, checked
     trainer = build_trainer(args, vocab, model_config, train_config, rank, world_size)
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"train: {sum(p.numel() for p in trainer.model.parameters()) / 1e6:.1f}M parameters "
@@ -160,9 +167,8 @@ def launch_torchrun(nproc: int) -> int:
     """Re-run this stage under torchrun with ``nproc`` processes (data parallel)."""
     import subprocess
 
-    # Started the way this process was: as a module (`-m stages.train`, as dvc.yaml runs
-    # it, see stages/__init__.py) or as a script path.
-    target = ["-m", __spec__.name] if __spec__ is not None else [sys.argv[0]]
+    # As dvc.yaml runs it: a module of the repository's stages/ (see stages/__init__.py).
+    target = ["-m", "stages.train"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={nproc}", *target, *sys.argv[1:]]
     print("train: launching " + " ".join(command), flush=True)

@@ -56,9 +56,10 @@ def tiny_checkpoint(tmp_path_factory):
     vocab), with model.pt and vocab.json in the directory. Built in well under a second."""
     import torch
 
-    from lstmlm.checkpoint import save_checkpoint
-    from lstmlm.corpus import tokenise_corpus
-    from lstmlm.model import LSTMLanguageModel, ModelConfig
+    from lstmlm.core.checkpoint import save_checkpoint
+    from lstmlm.data.tokenise import tokenise_corpus
+    from lstmlm.model.config import ModelConfig
+    from lstmlm.model.lstm import LSTMLanguageModel
 
     root = tmp_path_factory.mktemp("tiny")
     vocab, _ = tokenise_corpus(write_tiny_corpus(root / "raw"), root / "tok", root / "vocab.json",

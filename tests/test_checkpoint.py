@@ -26,10 +26,12 @@ import pytest
 import torch
 
 from conftest import ROOT
-from lstmlm import checkpoint
-from lstmlm.checkpoint import CheckpointError, load, save_checkpoint, upgrade
-from lstmlm.model import LSTMLanguageModel, ModelConfig
-from lstmlm.vocab import Vocabulary, VocabError
+from lstmlm.core import checkpoint, loading
+from lstmlm.core.checkpoint import CheckpointError, save_checkpoint
+from lstmlm.core.loading import load
+from lstmlm.data.vocab import VocabError, Vocabulary
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -40,7 +42,8 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def format_2_file(path: Path, model: LSTMLanguageModel, vocab: Vocabulary,
                   vocab_path: str | Path, info: dict | None = None) -> Path:
     """A checkpoint as the train stage wrote them before the vocabulary went inside
-    (format 2: the vocabulary file named by path), byte for byte the old layout."""
+    (format 2: the vocabulary file named by path), byte for byte the old layout; no
+    longer read."""
     payload = {
         "format": "lstmlm-checkpoint/2",
         "model_config": dataclasses.asdict(model.config),
@@ -141,32 +144,17 @@ def test_damage_to_the_vocabulary_inside_is_caught(tiny_checkpoint, tmp_path):
 # --------------------------------------------------------------------------- format 2
 
 
-def test_format_2_files_still_load_and_upgrade_to_stand_alone(tiny_checkpoint, tmp_path):
-    root, model, vocab = tiny_checkpoint
-    old = format_2_file(tmp_path / "old.pt", model, vocab, root / "vocab.json", {"epoch": 4})
-    loaded = load(old)  # the vocabulary at its stored path
-    assert loaded.vocab == vocab and loaded.info == {"epoch": 4}
-    assert same_weights(loaded.model, model)
-    # Moved, with its vocabulary beside it under the stored name.
-    moved = tmp_path / "moved"
-    moved.mkdir()
-    format_2_file(moved / "m.pt", model, vocab, tmp_path / "gone" / "vocab.json")
-    with pytest.raises(VocabError, match="not found"):
-        load(moved / "m.pt")
-    vocab.save(moved / "vocab.json")
-    assert load(moved / "m.pt").vocab == vocab
-
-    written = upgrade(old, out=tmp_path / "new" / "x.pt")
-    (root / "vocab.json").rename(root / "vocab.json.away")  # nothing to find any more
-    try:
-        again = load(written)
-    finally:
-        (root / "vocab.json.away").rename(root / "vocab.json")
-    assert again.vocab == vocab and again.info == {"epoch": 4}
-    assert same_weights(again.model, model)
-    # The same bytes as the file training would write today for these weights.
-    save_checkpoint(tmp_path / "direct.pt", model, vocab, {"epoch": 4})
-    assert written.read_bytes() == (tmp_path / "direct.pt").read_bytes()
+def test_a_format_2_file_is_refused_without_opening_the_path_it_names(tiny_checkpoint,
+                                                                     tmp_path):
+    """Format 2 named its vocabulary file by path; nothing released uses it, and a path
+    inside a file is never opened (it could name /etc/shadow or /proc/self/pagemap)."""
+    _, model, vocab = tiny_checkpoint
+    named = tmp_path / "vocab.json"
+    os.mkfifo(named)  # opening it for reading would block: the test would hang
+    old = format_2_file(tmp_path / "old.pt", model, vocab, named)
+    with pytest.raises(CheckpointError) as caught:
+        load(old)
+    assert str(caught.value) == f"{old}: not an lstmlm-checkpoint/3 file"
 
 
 # --------------------------------------------------------------------------- hostile files
@@ -177,8 +165,8 @@ def test_format_2_files_still_load_and_upgrade_to_stand_alone(tiny_checkpoint, t
 HOSTILE_CHILD = textwrap.dedent("""
     import json, resource, sys, time
     import psutil, torch
-    from lstmlm.checkpoint import load
-    from lstmlm.vocab import Vocabulary
+    from lstmlm.core.loading import load
+    from lstmlm.data.vocab import Vocabulary
     me = psutil.Process()
     limit = me.memory_info().vms + (1 << 30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
@@ -198,15 +186,12 @@ HOSTILE_CHILD = textwrap.dedent("""
 """)
 
 
-def _old(root: Path, tmp: Path, vocab_target: str | Path, **config) -> str:
-    """The tiny model as a format 2 file naming ``vocab_target``, its stored config changed
-    by ``config``: the hostile part then meets the reader old files still go through."""
-    model, vocab, _ = load(root / "model.pt")
-    path = format_2_file(tmp / "old.pt", model, vocab, vocab_target)
-    payload = torch.load(path, weights_only=True)
+def _altered(root: Path, tmp: Path, **config) -> str:
+    """The tiny checkpoint with its stored config changed by ``config``."""
+    payload = torch.load(root / "model.pt", weights_only=True)
     payload["model_config"].update(config)
-    torch.save(payload, path)
-    return str(path)
+    torch.save(payload, tmp / "altered.pt")
+    return str(tmp / "altered.pt")
 
 
 def _fifo(tmp: Path, name: str) -> str:
@@ -224,15 +209,8 @@ HOSTILE = {  # case: (make the files -> the child's arguments, the error expecte
     "checkpoint that is a FIFO": (
         lambda root, tmp: ["checkpoint", _fifo(tmp, "model.pt")],
         "CheckpointError", "model.pt: not a regular file"),
-    "stored vocabulary path naming a FIFO": (
-        lambda root, tmp: ["checkpoint", _old(root, tmp, _fifo(tmp, "vocab.json"))],
-        "VocabError", "vocab.json: not a regular file"),
-    "stored vocabulary path naming /dev/zero": (
-        lambda root, tmp: ["checkpoint", _old(root, tmp, "/dev/zero")],
-        "VocabError", "/dev/zero: not a regular file"),
     "vocabulary given as a FIFO": (
-        lambda root, tmp: ["checkpoint", _old(root, tmp, root / "vocab.json"),
-                           _fifo(tmp, "v.json")],
+        lambda root, tmp: ["checkpoint", str(root / "model.pt"), _fifo(tmp, "v.json")],
         "VocabError", "v.json: not a regular file"),
     "vocabulary file of 2 GiB (sparse)": (
         lambda root, tmp: ["vocabulary", _sparse(tmp, "v.json", 2 << 30)],
@@ -242,7 +220,7 @@ HOSTILE = {  # case: (make the files -> the child's arguments, the error expecte
                                                  psutil.virtual_memory().total + (1 << 30))],
         "CheckpointError", "more than a checkpoint can be"),
     "config claiming far more than its weights": (  # hidden 4096: some 300 MB of LSTM
-        lambda root, tmp: ["checkpoint", _old(root, tmp, root / "vocab.json", hidden=4096)],
+        lambda root, tmp: ["checkpoint", _altered(root, tmp, hidden=4096)],
         "CheckpointError", "weights do not fit the stored model config"),
 }
 
@@ -282,8 +260,8 @@ def test_a_hostile_file_is_refused_at_once_without_filling_the_memory(case, host
 
 # --------------------------------------------------------------------------- without torch
 #
-# lstmlm.torch_archive reads what torch.save wrote without torch (the command and the page
-# never import it); lstmlm.checkpoint.load_weights makes every check load makes.
+# lstmlm.core.torch_archive reads what torch.save wrote without torch (the command and the page
+# never import it); lstmlm.core.loading.load_weights makes every check load makes.
 
 
 def test_weight_shapes_are_the_state_dict_of_the_model():
@@ -295,7 +273,7 @@ def test_weight_shapes_are_the_state_dict_of_the_model():
             [8, 12], [12, 16], [1, 3], [True, False], ["adaptive", "full"],
             [[10, 30], [0.1, 0.5, 0.7]], [2.0, 1.5]):
         config = ModelConfig(emb=emb, hidden=hidden, layers=layers, tie_weights=tie,
-                             output=output, cutoffs=cutoffs, div_value=div)
+                             output=output, cutoffs=cutoffs, div_value=div).for_vocab(60)
         with torch.device("meta"):
             model = LSTMLanguageModel(config, 60, init_weights=False)
         assert config.weight_shapes(60) == {k: tuple(v.shape) for k, v in
@@ -308,14 +286,13 @@ def archive_of(obj, path: Path) -> Path:
 
 
 def test_the_reader_reads_what_torch_load_reads(tiny_checkpoint, lone, tmp_path):
-    """Real checkpoints (format 3, and format 2) and tensors of every dtype, views,
+    """A real checkpoint and tensors of every dtype, views,
     strides, offsets and a shared storage: the same values, dtypes and shapes."""
     import numpy as np
 
-    from lstmlm.torch_archive import read_archive
+    from lstmlm.core.torch_archive import read_archive
 
     root, model, vocab = tiny_checkpoint
-    old = format_2_file(tmp_path / "old.pt", model, vocab, root / "vocab.json")
     base = torch.arange(24.0).view(4, 6)
     odd = archive_of({"t": base.t(), "corner": base[1:, 2:], "row": base[2], "same": base,
                       "scalar": torch.tensor(3), "empty": torch.zeros(0, 3),
@@ -337,14 +314,14 @@ def test_the_reader_reads_what_torch_load_reads(tiny_checkpoint, lone, tmp_path)
         else:
             assert ours == theirs, where
 
-    for path in (lone, old, odd):
+    for path in (lone, odd):
         with open(path, "rb") as handle:
             compare(read_archive(handle), torch.load(path, weights_only=True), path.name)
 
 
 def test_the_weights_read_without_torch_are_the_models(tiny_checkpoint, lone):
     root, model, vocab = tiny_checkpoint
-    weights, loaded_vocab, info = checkpoint.load_weights(lone)
+    weights, loaded_vocab, info = loading.load_weights(lone)
     assert loaded_vocab == vocab and info == {"epoch": 1} and weights.config == model.config
     state = model.state_dict()
     assert weights.arrays.keys() == state.keys()
@@ -415,7 +392,7 @@ def test_a_forged_archive_is_read_as_torch_reads_it(tmp_path):
     floats = torch.arange(12.0)
     path = forged_archive(tmp_path / "ok.pt", {"w": _Tensor("0", 12, (3, 4), (4, 1), 0)},
                           {"0": floats.numpy().tobytes()})
-    from lstmlm.torch_archive import read_archive
+    from lstmlm.core.torch_archive import read_archive
 
     with open(path, "rb") as handle:
         ours = read_archive(handle)["w"]
@@ -464,7 +441,7 @@ def test_hostile_archives_are_refused_before_anything_runs(tiny_checkpoint, tmp_
     tensor, storages, options, message = cases[case]
     path = hostile_checkpoint(tiny_checkpoint, tmp_path / "hostile.pt", weight, tensor,
                               storages, **options)
-    for reader in (load, checkpoint.load_weights):
+    for reader in (load, loading.load_weights):
         with pytest.raises(CheckpointError, match="not a readable checkpoint") as caught:
             reader(path)
         assert message in str(caught.value) and "\n" not in str(caught.value)
@@ -475,7 +452,7 @@ def test_hostile_archives_are_refused_before_anything_runs(tiny_checkpoint, tmp_
 # imported.
 WITHOUT_TORCH_CHILD = textwrap.dedent("""
     import json, sys
-    from lstmlm.checkpoint import load_weights
+    from lstmlm.core.loading import load_weights
     outcomes = []
     for path in sys.argv[1:]:
         try:

@@ -13,13 +13,21 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED_WIKITEXT, write_tiny_corpus
-from lstmlm import corpus
-from lstmlm.corpus import (WIKITEXT2_TOKENS, WIKITEXT2_VOCAB_SIZE, CorpusError, id_dtype,
-                           iter_text_blocks, load_ids, tokenise_corpus, tensorise_corpus)
-from lstmlm.corpus import TokeniseConfig
-from lstmlm.text import tokenise_lines
-from lstmlm.vocab import Vocabulary, build_vocabulary
-from stages.tokenise import check_counts, official_counts
+from lstmlm.core.errors import CorpusError
+from lstmlm.data import textfile as corpus
+from lstmlm.data import tokenise
+from lstmlm.data.schemes import tokenise_lines
+from lstmlm.data.streams import load_ids
+from lstmlm.data.tensorise import id_dtype, tensorise_corpus
+from lstmlm.data.textfile import iter_text_blocks
+from lstmlm.data.tokenise import tokenise_corpus
+from lstmlm.data.vocab import Vocabulary, build_vocabulary
+from lstmlm.data.wikitext import (
+    WIKITEXT2_TOKENS,
+    WIKITEXT2_VOCAB_SIZE,
+    check_counts,
+    official_counts,
+)
 
 
 def test_tokenise_and_tensorise_round_trip(tiny_corpus, tmp_path):
@@ -213,13 +221,12 @@ def test_count_check_on_a_tiny_fixture(tiny_corpus, tmp_path):
     off_by_one = {"vocab": len(vocab), **counts, "test": counts["test"] + 1}
     with pytest.raises(CorpusError, match="Tiny counts differ from the published ones"):
         check_counts("Tiny", off_by_one, len(vocab), counts)
-    standard = TokeniseConfig()
-    assert official_counts(tiny_corpus, standard, "wikitext-103") == (
+    standard = ("wikitext", 1, 0)  # scheme, min_freq, max_size
+    assert official_counts(tiny_corpus, *standard, "wikitext-103") == (
         "WikiText-103", {"vocab": 267_735, "train": 103_227_021, "valid": 217_646,
                          "test": 245_569})
-    assert official_counts(tiny_corpus, standard, "wikitext-2") is None  # not its bytes
-    assert official_counts(tiny_corpus, TokeniseConfig(scheme="basic_english"),
-                           "wikitext-103") is None
+    assert official_counts(tiny_corpus, *standard, "wikitext-2") is None  # not its bytes
+    assert official_counts(tiny_corpus, "basic_english", 1, 0, "wikitext-103") is None
 
 
 def test_tokenise_stage_stops_when_wikitext103_counts_differ(tiny_corpus, tmp_path):
@@ -258,9 +265,9 @@ def test_wikitext_blocks_tokenise_as_line_by_line():
     fast = 0
     for block in blocks:
         counter: Counter = Counter()
-        text, n_lines, n_tokens = corpus._tokenise_block(block, "wikitext", counter)
+        text, n_lines, n_tokens = tokenise._tokenise_block(block, "wikitext", counter)
         expected_text, expected_counts = reference_tokenise(block, "wikitext")
         assert (text, counter) == (expected_text, expected_counts), repr(block)
         assert n_lines == expected_text.count("\n") and n_tokens == len(expected_text.split())
-        fast += corpus._is_canonical_wikitext(block, block.split())
+        fast += tokenise._is_canonical_wikitext(block, block.split())
     assert 300 <= fast < len(blocks) - 10  # both paths were taken

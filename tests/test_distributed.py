@@ -23,13 +23,16 @@ import torch
 import yaml
 
 from conftest import ROOT, TINY_MODEL, TINY_TRAIN
-from lstmlm.corpus import load_ids, tensorise_corpus, tokenise_corpus
-from lstmlm.model import LSTMLanguageModel, ModelConfig
-from lstmlm.params import parse_section
-from lstmlm import training
-from lstmlm.schedule import TrainConfig
-from lstmlm.training import Trainer
-from lstmlm.vocab import Vocabulary
+from lstmlm.core.params import parse_section
+from lstmlm.data.streams import load_ids
+from lstmlm.data.tensorise import tensorise_corpus
+from lstmlm.data.tokenise import tokenise_corpus
+from lstmlm.data.vocab import Vocabulary
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
+from lstmlm.train import trainer as training
+from lstmlm.train.schedule import TrainConfig
+from lstmlm.train.trainer import Trainer
 
 torch.set_num_threads(1)
 
@@ -187,12 +190,13 @@ def test_train_stage_with_nproc_2_writes_one_checkpoint_and_one_log(tiny_ids, tm
     params = {"model": TINY_MODEL, "train": {**TINY_TRAIN, "nproc": WORLD, "device": "cpu"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     out = tmp_path / "out"
-    command = [sys.executable, str(ROOT / "stages" / "train.py"), "--params", "params.yaml",
+    command = [sys.executable, "-m", "stages.train", "--params", "params.yaml",
                "--ids", str(tiny_ids / "ids"), "--vocab", str(tiny_ids / "vocab.json"),
                "--checkpoint", str(out / "model.pt"), "--live", str(out / "live"),
                "--resume-dir", str(tmp_path / "resume")]
-    proc = subprocess.run(command, cwd=tmp_path, env=venv_env(), capture_output=True,
-                          text=True, timeout=180)
+    env = {**venv_env(), "PYTHONPATH": str(ROOT)}  # stages/ is no installed package
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log
     assert "torch.distributed.run" in log and f"{WORLD} processes" in log

@@ -1,4 +1,4 @@
-"""Tests for lstmlm.download (with lstmlm.fetch and lstmlm.wikitext) and stages/download.py
+"""Tests for lstmlm.data.download (with lstmlm.data.fetch and lstmlm.data.wikitext) and stages/download.py
 against a real local HTTP server."""
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SHARED_WIKITEXT as SHARED
-from lstmlm.corpus import SPLIT_RECORD, SPLITS
-from lstmlm.download import prepare_corpus
-from lstmlm.fetch import USER_AGENT, DownloadError, fetch
-from lstmlm.wikitext import (MIRRORS_103, WIKITEXT103_BYTES, WIKITEXT103_SHA256, Mirror,
-                             load_sums, parse_sums)
-
+from conftest import ROOT
+from conftest import SHARED_WIKITEXT as SHARED
+from lstmlm.data.download import prepare_corpus
+from lstmlm.data.fetch import USER_AGENT, DownloadError, fetch
+from lstmlm.data.layout import SPLIT_RECORD, SPLITS
+from lstmlm.data.wikitext import WIKITEXT103_BYTES, WIKITEXT103_SHA256, load_sums, parse_sums
+from lstmlm.data.wikitext_fetch import MIRRORS_103, Mirror
 
 # Tiny stand-ins for the three WikiText-2 files, in the official layout (leading space,
 # " \n" line ends) and with non-ASCII text so that byte-exact copying is exercised.
@@ -571,8 +571,8 @@ def test_own_corpus_missing_split_lists_names(tmp_path):
     with pytest.raises(DownloadError) as info:
         prepare_corpus(str(own), tmp_path / "raw", mirrors=())
     message = str(info.value)
-    assert "valid.txt or valid.tokens or wiki.valid.tokens" in message
-    assert "test.txt or test.tokens or wiki.test.tokens" in message
+    assert "wiki.valid.tokens or valid.txt or valid.tokens" in message
+    assert "wiki.test.tokens or test.txt or test.tokens" in message
     assert "train.txt" in message  # what the directory does hold
     assert split_files(tmp_path / "raw") == []
 

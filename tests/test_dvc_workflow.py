@@ -22,12 +22,25 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers_browser import chromium
+from helpers_dvc import (
+    ROOT,
+    STAGES,
+    VENV_BIN,
+    assert_clean,
+    built_tiny_repo,
+    cached_stages,
+    copy_repo,
+    dvc,
+    git,
+    ran_stages,
+    read_params,
+    run,
+    set_params,
+    unchanged_stages,
+)
 
 from conftest import TINY_MODEL, TINY_TRAIN, write_tiny_corpus
-from helpers_browser import chromium
-from helpers_dvc import (ROOT, STAGES, VENV_BIN, assert_clean, built_tiny_repo, cached_stages,
-                         copy_repo, dvc, git, ran_stages, read_params, run, set_params,
-                         unchanged_stages)
 
 slow = pytest.mark.slow  # everything that runs the pipeline (see pyproject's markers)
 TRAIN_CURVES = ("train/loss", "train/ppl", "valid/loss", "valid/ppl", "lr")

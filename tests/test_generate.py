@@ -4,6 +4,7 @@ tiny checkpoint, never importing torch)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -22,20 +23,45 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import ROOT
-from lstmlm.checkpoint import CheckpointError, load, save_checkpoint
-from lstmlm.errors import LstmlmError
-from lstmlm.fused_step import FusedStep
-from lstmlm.generate import Generator, SamplingOptions
-from lstmlm.model import LSTMLanguageModel, ModelConfig
-from lstmlm.output_layer import AdaptiveOutput
-from lstmlm.sampling import (draw, draw_nucleus, greedy_adaptive, sample_adaptive,
-                             sample_from_log_probs)
-from lstmlm.text import EOS, UNK
-from lstmlm.vocab import Vocabulary
+from lstmlm.core.checkpoint import CheckpointError, save_checkpoint
+from lstmlm.core.errors import LstmlmError
+from lstmlm.core.loading import Weights, load, load_weights
+from lstmlm.data.vocab import EOS, UNK, Vocabulary
+from lstmlm.generate.engine import AdaptiveOutput, FusedStep
+from lstmlm.generate.generator import Generator
+from lstmlm.generate.options import SamplingOptions
+from lstmlm.generate.sampling import (
+    AdaptiveGreedy,
+    AdaptiveSampler,
+    draw,
+    draw_nucleus,
+    sample_from_log_probs,
+)
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
 
 torch.set_num_threads(1)
 
 DRAWS = 20_000
+
+
+# ---------------------------------------------------------------------- one draw
+
+
+def sample_adaptive(output, h, banned, rng, *, temperature=1.0, top_p=1.0) -> int:
+    """One word from an adaptive softmax: a sampler built for a single draw."""
+    return AdaptiveSampler(output, temperature, top_p, banned)(h, rng)
+
+
+def greedy_adaptive(output, h, banned) -> int:
+    return AdaptiveGreedy(output, banned)(h)
+
+
+def next_token(generator: Generator, h, options: SamplingOptions, rng) -> int:
+    """The word a generator's stream would draw after features h (D,)."""
+    banned = [] if options.allow_unk else [generator.vocab.unk_id]
+    pick = generator._picker(generator.engine().output, options, banned)
+    return pick(np.asarray(h, np.float32).reshape(-1), rng)
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -286,7 +312,7 @@ def test_greedy_top_k_1_and_tiny_top_p_give_the_argmax(output):
         best = int(log_probs.argmax())
         for options in (SamplingOptions(temperature=0), SamplingOptions(top_k=1),
                         SamplingOptions(top_p=1e-6), SamplingOptions(temperature=0.5, top_k=1)):
-            assert generator.next_token(h[0].numpy(), options, rng) == best, options
+            assert next_token(generator, h[0].numpy(), options, rng) == best, options
 
 
 def test_greedy_adaptive_looks_into_the_tails():
@@ -392,29 +418,104 @@ def engine_against_model(model: LSTMLanguageModel, vocab: Vocabulary, ids: list[
     return worst_features, worst_log_probs
 
 
-@pytest.mark.parametrize("table_rows", [2000, 3])  # 3: most ids beyond the input table
-def test_the_numpy_step_computes_what_the_model_does(tiny, monkeypatch, table_rows):
-    """The numpy engine's LSTM step, priming and output layer against model.forward and
-    model.log_probs, to float32 rounding: every layout of the weights (projection, tied
-    adaptive input with a head word beyond the table and two tail bands, full softmax,
-    several layers)."""
-    from lstmlm import fused_step
+# The engine against the torch model, one case per value worth trying of every ModelConfig
+# field, each varied alone on a small base: a field added to ModelConfig fails here until
+# the engine declares it (lstmlm.generate.engine.IMPLEMENTED) and computes it as the model
+# does. A list field needs its values named here.
+ENGINE_BASE = dict(emb=8, hidden=12, layers=2, tie_weights=True, output="adaptive",
+                   cutoffs=[5, 12], div_value=2.0)
+LIST_VALUES = {"cutoffs": ([5, 12], [0.3], [3, 9, 20])}
 
-    monkeypatch.setattr(fused_step, "INPUT_TABLE_ROWS", table_rows)
+
+def engine_cases() -> list[tuple[str, object]]:
+    import typing
+
+    hints = typing.get_type_hints(ModelConfig)
+    cases = []
+    for field in dataclasses.fields(ModelConfig):
+        meta, kind = field.metadata, hints[field.name]
+        base = ENGINE_BASE.get(field.name, field.default)
+        if meta.get("choices"):
+            values = meta["choices"]
+        elif kind is bool:
+            values = (True, False)
+        elif typing.get_origin(kind) is list:
+            values = LIST_VALUES.get(field.name, ())
+            assert values, f"model.{field.name}: name its values in LIST_VALUES"
+        elif kind is int:
+            values = (base, base + 1)
+        else:  # a float: the base, and one more inside its range
+            high = meta.get("high")
+            values = (base, (base + high) / 2 if high is not None else base + 0.5)
+        cases += [(field.name, value) for value in values]
+    return cases
+
+
+@pytest.mark.parametrize("field, value", engine_cases(), ids=lambda v: str(v))
+def test_the_numpy_engine_computes_what_the_model_does_for_every_config_field(
+        tiny, monkeypatch, field, value):
+    """The numpy engine's LSTM step, priming and output layer against model.forward and
+    model.log_probs, to float32 rounding; the input table short (3 rows), so that most
+    ids take the paths beyond it."""
+    from lstmlm.generate import engine
+
+    monkeypatch.setattr(engine, "INPUT_TABLE_ROWS", 3)
+    _, _, vocab = tiny
+    config = ModelConfig(**{**ENGINE_BASE, field: value}).for_vocab(len(vocab))
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(config, len(vocab)).eval()
+    ids = torch.randint(0, len(vocab), (23,)).tolist()
+    worst_features, worst_log_probs = engine_against_model(model, vocab, ids, primed=9)
+    assert worst_features < 1e-5 and worst_log_probs < 1e-5, (config, worst_features,
+                                                             worst_log_probs)
+
+
+def test_the_numpy_engine_with_the_whole_input_table_and_an_untied_full_softmax(tiny):
     _, model, vocab = tiny
-    for config in (model.config,
-                   ModelConfig(emb=8, hidden=12, layers=3, output="full",
-                               tie_weights=True),  # tied: with a projection 12 -> 8
-                   ModelConfig(emb=8, hidden=12, layers=1, output="full", tie_weights=False),
-                   # adaptive input tied to the adaptive softmax (vocab has 3 bands)
-                   ModelConfig(emb=8, hidden=12, layers=2, tie_weights=True,
-                               cutoffs=[5, 12], div_value=2.0)):
+    for config in (model.config, ModelConfig(emb=8, hidden=12, layers=1, output="full",
+                                             tie_weights=False)):
         torch.manual_seed(0)
         m = LSTMLanguageModel(config, len(vocab)).eval()
         ids = torch.randint(0, len(vocab), (23,)).tolist()
-        worst_features, worst_log_probs = engine_against_model(m, vocab, ids, primed=9)
-        assert worst_features < 1e-5 and worst_log_probs < 1e-5, (config, worst_features,
-                                                                 worst_log_probs)
+        assert max(engine_against_model(m, vocab, ids, primed=9)) < 1e-5, config
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfigWithANewField(ModelConfig):
+    """What ModelConfig would be with a new feature the engine has not learnt."""
+
+    layer_norm: bool = False
+
+
+def test_a_model_the_engine_does_not_implement_is_refused_in_one_line(tiny, tmp_path,
+                                                                      monkeypatch, capsys):
+    """Loading refuses, in one line, a config with a field or a value the engine does not
+    declare, or weights it does not read; nothing is generated."""
+    from lstmlm.generate import engine
+    from lstmlm.generate.command import main as generate_main
+
+    root, model, vocab = tiny
+    refusals = []
+    # A field it does not know (ModelConfig grew one).
+    weights, _, _ = load_weights(root / "model.pt")
+    with pytest.raises(engine.EngineError) as caught:
+        Generator(Weights(ModelConfigWithANewField(**dataclasses.asdict(weights.config)),
+                          weights.arrays), vocab).engine()
+    refusals.append(str(caught.value))
+    # A weight the config calls for that it does not read (a new layer's, say).
+    with pytest.raises(engine.EngineError) as caught:
+        Generator(Weights(weights.config, {**weights.arrays, "lstms.0.gain": np.ones(24)}),
+                  vocab).engine()
+    refusals.append(str(caught.value))
+    # A value it does not run, from a checkpoint file, by the command.
+    monkeypatch.setitem(engine.IMPLEMENTED, "output", ("full",))
+    with pytest.raises(engine.EngineError) as caught:
+        generate_main(["--model", str(root / "model.pt"), "the cat"])
+    refusals.append(str(caught.value))
+    assert capsys.readouterr().out == ""
+    assert "layer_norm" in refusals[0] and "lstms.0.gain" in refusals[1]
+    assert "model.output: 'adaptive'" in refusals[2]
+    assert all("\n" not in r and "engine.py" in r for r in refusals), refusals
 
 
 def test_the_numpy_engine_on_a_default_shaped_model():
@@ -424,7 +525,8 @@ def test_the_numpy_engine_on_a_default_shaped_model():
     float32 rounding (measured: 4e-6, two ulps of numbers near 16)."""
     torch.manual_seed(0)
     vocab = word_vocab(33_278)
-    model = LSTMLanguageModel(ModelConfig(), len(vocab), init_weights=False).eval()
+    model = LSTMLanguageModel(ModelConfig().for_vocab(len(vocab)), len(vocab),
+                             init_weights=False).eval()
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0, 0.1)
@@ -518,7 +620,7 @@ def test_weights_that_are_not_finite_are_refused(tiny, tmp_path):
 
 
 def test_options_as_keywords_and_one_set_of_defaults(tiny):
-    from lstmlm.cli import generate_parser
+    from lstmlm.generate.command import generate_parser
 
     _, model, vocab = tiny
     generator = Generator(model, vocab)
@@ -669,7 +771,7 @@ def test_cli_generates_reproducibly_streams_and_reads_stdin(tiny):
 
 def test_cli_raw_interactive_and_control_characters(tiny, monkeypatch, capsys):
     """In-process (no subprocess needed): --raw, and a NUL and RTL override read from stdin."""
-    from lstmlm.cli import generate_main
+    from lstmlm.generate.command import main as generate_main
 
     root, _, vocab = tiny
     monkeypatch.setattr(sys, "stdin", io.StringIO("the cat\nshe likes\x00 \u202eevil\n"))
@@ -705,7 +807,7 @@ def test_cli_bad_checkpoints_and_vocabularies(tiny, tmp_path):
 
 
 def test_cli_writes_or_drops_headings():
-    from lstmlm.cli import _pieces, generate_parser
+    from lstmlm.generate.command import _pieces, generate_parser
 
     tokens = ["sat", ".", EOS, "=", "=", "History", "=", "=", EOS, "It", "'s", '"', "done", '"']
     assert "".join(_pieces("The cat", tokens, False, "wikitext")) == (

@@ -13,12 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 from markdown_it import MarkdownIt
-
-from lstmlm.cli import generate_main
-from lstmlm.errors import LstmlmError
-from lstmlm.generate import Generator, SamplingOptions
-from lstmlm.params import ParamsError
 from test_generate import assert_clean_error, run_cli
+
+from lstmlm.core.errors import LstmlmError
+from lstmlm.core.params import ParamsError
+from lstmlm.generate.command import main as generate_main
+from lstmlm.generate.generator import Generator
+from lstmlm.generate.options import SamplingOptions
 
 # ---------------------------------------------------------------------- numbers out of range
 

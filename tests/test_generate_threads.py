@@ -12,10 +12,10 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from conftest import ROOT
-from lstmlm.errors import LstmlmError
-from lstmlm.fused_step import FusedStep
-from lstmlm.generate import Generator
-from lstmlm.threads import BLAS_THREADS
+from lstmlm.core.errors import LstmlmError
+from lstmlm.core.threads import BLAS_THREADS
+from lstmlm.generate.engine import FusedStep
+from lstmlm.generate.generator import Generator
 
 
 def blas_threads() -> int:
@@ -88,7 +88,7 @@ def test_streams_drawn_side_by_side_run_on_the_process_setting(tiny_checkpoint, 
 def test_the_command_sizes_the_process_pool_once(tiny_checkpoint, capsys):
     """`python -m lstmlm generate --threads 2`, in this process: the BLAS runs on two
     threads from then on, whichever thread draws."""
-    from lstmlm.cli import generate_main
+    from lstmlm.generate.command import main as generate_main
 
     root, _, _ = tiny_checkpoint
     with threadpool_limits(limits=1, user_api="blas"):  # given back after the test

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch.overrides import TorchFunctionMode
 
-from lstmlm.model import LSTMLanguageModel, ModelConfig
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
 
 TIED_ADAPTIVE = ModelConfig(emb=16, hidden=24, layers=2, cutoffs=[5, 12], div_value=2.0)
 

@@ -9,7 +9,6 @@ real `dvc repro`.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,11 +20,11 @@ import psutil
 import pytest
 import torch
 import yaml
+from helpers_dvc import built_tiny_repo, command_env, copy_project, copy_repo, dvc, git, set_params
 
 from conftest import TINY_MODEL, TINY_TRAIN, tiny_lines, write_tiny_corpus
-from helpers_dvc import (built_tiny_repo, command_env, copy_project, copy_repo, dvc, git,
-                         set_params)
-from lstmlm.corpus import tensorise_corpus, tokenise_corpus
+from lstmlm.data.tensorise import tensorise_corpus
+from lstmlm.data.tokenise import tokenise_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 slow = pytest.mark.slow

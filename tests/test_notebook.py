@@ -18,7 +18,7 @@ def outputs(cell) -> str:
 
 
 def test_the_tour_notebook_runs_on_a_tiny_model(tiny_checkpoint, monkeypatch, tmp_path):
-    from lstmlm.corpus import tensorise_corpus
+    from lstmlm.data.tensorise import tensorise_corpus
 
     pytest.importorskip("vl_convert", reason="vl-convert-python is not installed (plots extra)")
     root, _, vocab = tiny_checkpoint

@@ -16,9 +16,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers_dvc import built_tiny_repo, command_env, copy_repo, dvc, set_params
 
 from conftest import TINY_MODEL, TINY_TRAIN, write_tiny_corpus
-from helpers_dvc import built_tiny_repo, command_env, copy_repo, dvc, set_params
 
 slow = pytest.mark.slow
 # Room left on the full disk: a page for the training run's lock file, less than any
@@ -101,7 +101,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_dvc_checkout(repo, stage, o
     before = {path: (repo / path).exists() for path in outputs}
     output = on_a_full_disk(repo, outputs, f"dvc repro -s {stage} -f")
     line = error_line(output)
-    assert f": the disk is full (No space left on device)" in line, output
+    assert ": the disk is full (No space left on device)" in line, output
     assert line.startswith(f"error: {full}"), output
     assert f"`dvc checkout {stage}` restores" in line, output
     assert "Traceback" not in output

@@ -1,5 +1,5 @@
 """Your own text in one step: a file or a folder of .txt files of prose is split into
-train/valid/test (lstmlm.owntext), tokenised the way prompts are (the `text` scheme, picked
+train/valid/test (lstmlm.data.owntext), tokenised the way prompts are (the `text` scheme, picked
 by `tokenise.scheme: auto`), and trained on with an adaptive softmax whose clusters follow
 the vocabulary (model.cutoffs as shares). Also the data faults of issue 23: a byte-order
 mark, an own-corpus path that does not exist, and a queued experiment whose relative corpus
@@ -18,21 +18,25 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import ROOT, TINY_MODEL, TINY_TRAIN
-import lstmlm
 from helpers_dvc import commit_and_repro, copy_project, copy_repo, dvc, git, set_params
-from lstmlm import corpus
-from lstmlm.checkpoint import load
-from lstmlm.corpus import SPLIT_RECORD, tensorise_corpus, tokenise_corpus
-from lstmlm.download import DownloadConfig, check_corpus, prepare_corpus
-from lstmlm.fetch import DownloadError
-from lstmlm.model import LSTMLanguageModel, ModelConfig
-from lstmlm.params import ParamsError, read_params
-from lstmlm.resources import parameter_count
-from lstmlm.text import (CLITICS, EOS, SCHEMES, detokenise, tokenise_lines, tokenise_prompt,
-                         wikitext_prompt_words)
-from lstmlm.vocab import Vocabulary
+
+import lstmlm
+from conftest import ROOT, TINY_MODEL, TINY_TRAIN
+from lstmlm.core.loading import load
+from lstmlm.core.params import ParamsError, read_params
+from lstmlm.data import textfile as corpus
+from lstmlm.data.corpus import DownloadConfig
+from lstmlm.data.download import check_corpus, prepare_corpus
+from lstmlm.data.fetch import DownloadError
+from lstmlm.data.layout import SPLIT_RECORD
+from lstmlm.data.schemes import CLITICS, SCHEMES, tokenise_lines, wikitext_prompt_words
+from lstmlm.data.tensorise import tensorise_corpus
+from lstmlm.data.tokenise import tokenise_corpus
+from lstmlm.data.vocab import EOS, Vocabulary
+from lstmlm.generate.text import detokenise, tokenise_prompt
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
+from lstmlm.train.memory import parameter_count
 
 slow = pytest.mark.slow
 # An original story of 7 KB: paragraphs one to a line, with commas, colons, semicolons,
@@ -248,12 +252,15 @@ def test_the_model_holds_the_cutoffs_as_word_counts(tmp_path, tiny_corpus):
     vocab, _ = tokenise_corpus(tiny_corpus, tmp_path / "tok", tmp_path / "v.json",
                                scheme="wikitext")
     config = ModelConfig(emb=16, hidden=16)  # default cutoffs: shares
-    model = LSTMLanguageModel(config, len(vocab))
+    with pytest.raises(ValueError, match="ModelConfig.for_vocab"):
+        LSTMLanguageModel(config, len(vocab))  # shares are sized once, by the stage
+    sized = config.for_vocab(len(vocab))
+    model = LSTMLanguageModel(sized, len(vocab))
     expected = [round(0.0601 * len(vocab)), round(0.3005 * len(vocab))]
     assert model.config.cutoffs == expected == list(model.decoder.cutoffs[:-1])
-    assert model.config == config.for_vocab(len(vocab)) != config
+    assert model.config == sized != config and sized.for_vocab(len(vocab)) == sized
     # The memory estimate counts the parameters the model has.
-    assert parameter_count(config, len(vocab)) == sum(p.numel() for p in model.parameters())
+    assert parameter_count(sized, len(vocab)) == sum(p.numel() for p in model.parameters())
 
 
 # --------------------------------------------------------------------------- the pipeline

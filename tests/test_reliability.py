@@ -27,13 +27,15 @@ import torch
 import yaml
 
 from conftest import TINY_MODEL, TINY_TRAIN, write_tiny_corpus
-from lstmlm import files
-from lstmlm.checkpoint import read_checkpoint, save_checkpoint
-from lstmlm.corpus import tensorise_corpus, tokenise_corpus
-from lstmlm.download import prepare_corpus
-from lstmlm.model import LSTMLanguageModel, ModelConfig
-from lstmlm.params import parse_section
-from lstmlm.vocab import Vocabulary
+from lstmlm.core import files
+from lstmlm.core.checkpoint import save_checkpoint
+from lstmlm.core.params import parse_section
+from lstmlm.data.download import prepare_corpus
+from lstmlm.data.tensorise import tensorise_corpus
+from lstmlm.data.tokenise import tokenise_corpus
+from lstmlm.data.vocab import Vocabulary
+from lstmlm.model.config import ModelConfig
+from lstmlm.model.lstm import LSTMLanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 slow = pytest.mark.slow
@@ -218,6 +220,11 @@ def metric_files(directory: Path) -> dict[str, object]:
         out[name] = (without_timing(json.loads(path.read_text())) if path.suffix == ".json"
                      else path.read_bytes())
     return out
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's payload as torch reads it (plain data: weights_only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -589,7 +596,7 @@ def test_signals_stop_with_a_message_and_no_stale_or_damaged_state_is_resumed(ba
 # an overflow would: the stage must stop, and the checkpoint must keep epoch 2's weights.
 POISON_EPOCH_3 = """
 import runpy, sys, torch
-from lstmlm.training import Trainer
+from lstmlm.train.trainer import Trainer
 original = Trainer.train_epoch
 def train_epoch(self, *args, **kwargs):
     if self.progress.epoch == 2:

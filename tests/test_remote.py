@@ -18,11 +18,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers_dvc import (
+    ROOT,
+    assert_clean,
+    built_tiny_repo,
+    cached_stages,
+    copy_repo,
+    dvc,
+    exp_commit,
+    file_md5,
+    git,
+    locked_outs,
+    ran_stages,
+    read_params,
+    run,
+)
+from helpers_servers import Remote, s3_remote, ssh_remote, start_moto, start_sshd, stop
 
 from conftest import TINY_MODEL, TINY_TRAIN, write_tiny_corpus
-from helpers_dvc import (ROOT, assert_clean, built_tiny_repo, cached_stages, copy_repo, dvc,
-                         exp_commit, file_md5, git, locked_outs, ran_stages, read_params, run)
-from helpers_servers import (Remote, s3_remote, ssh_remote, start_moto, start_sshd, stop)
 
 slow = pytest.mark.slow  # every test that starts servers and runs the pipeline
 KINDS = ["ssh", "s3"]

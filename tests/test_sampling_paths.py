@@ -1,4 +1,4 @@
-"""The adaptive path (lstmlm.sampling.AdaptiveSampler, numpy) draws exactly what the
+"""The adaptive path (lstmlm.generate.sampling.AdaptiveSampler, numpy) draws exactly what the
 reference path (sample_from_log_probs on the full distribution) draws, at any temperature
 and top-p: chi-square tests against the exact tempered, filtered distribution (computed
 by the torch model, in float64), on a small vocabulary and on one of WikiText-2's size
@@ -12,14 +12,22 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_generate import (
+    DRAWS,
+    adaptive_model,
+    draw_counts,
+    fits,
+    numpy_output,
+    reference_nucleus,
+    word_vocab,
+)
 from torch import nn
 
-from lstmlm import sampling
-from lstmlm.generate import Generator, SamplingOptions
-from lstmlm.output_layer import AdaptiveOutput
-from lstmlm.sampling import AdaptiveDistribution, AdaptiveSampler, sample_from_log_probs
-from test_generate import (DRAWS, adaptive_model, draw_counts, fits, numpy_output,
-                           reference_nucleus, word_vocab)
+from lstmlm.generate import sampling
+from lstmlm.generate.engine import AdaptiveOutput
+from lstmlm.generate.generator import Generator
+from lstmlm.generate.options import SamplingOptions
+from lstmlm.generate.sampling import AdaptiveDistribution, AdaptiveSampler, sample_from_log_probs
 
 torch.set_num_threads(1)
 
@@ -238,7 +246,7 @@ def test_unk_banned_on_the_adaptive_path_at_any_temperature(unk_first):
 def test_laid_out_weights_follow_changes_to_the_model(tiny_checkpoint):
     """A Generator lays the weights out once for its streams; a change to the model (an
     optimiser step, load_state_dict) is seen by the next stream."""
-    from lstmlm.model import LSTMLanguageModel
+    from lstmlm.model.lstm import LSTMLanguageModel
 
     _, model, vocab = tiny_checkpoint
     copy = LSTMLanguageModel(model.config, len(vocab)).eval()

@@ -14,14 +14,14 @@ from urllib.parse import urlsplit
 import pytest
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install -e '.[serve]')")
-from starlette.testclient import TestClient  # noqa: E402
-
 from helpers_browser import chromium  # noqa: E402
 from helpers_serve import events, running  # noqa: E402
-from lstmlm.generate import Generator  # noqa: E402
-from lstmlm.options import SamplingOptions  # noqa: E402
-from lstmlm.serve import create_app  # noqa: E402
-from lstmlm.text import Detokeniser  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from lstmlm.generate.generator import Generator
+from lstmlm.generate.options import SamplingOptions
+from lstmlm.generate.text import Detokeniser
+from lstmlm.serve.app import create_app
 
 
 def local_client(app) -> TestClient:

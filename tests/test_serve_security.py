@@ -15,7 +15,8 @@ import pytest
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install -e '.[serve]')")
 from helpers_serve import ServeProcess, call, events, raw_exchange  # noqa: E402
-from lstmlm.serve import MAX_BODY_BYTES  # noqa: E402
+
+from lstmlm.serve.app import MAX_BODY_BYTES
 
 SETTINGS = json.dumps({"prompt": "the cat", "words": 3})
 

@@ -7,9 +7,10 @@ from collections import Counter
 import pytest
 
 from conftest import SHARED_WIKITEXT
-from lstmlm.text import (EOS, UNK, Detokeniser, basic_english_words, detokenise, shorten,
-                         tokenise_lines, tokenise_prompt, wikitext_prompt_words)
-from lstmlm.vocab import Vocabulary, VocabError, build_vocabulary
+from lstmlm.core.errors import shorten
+from lstmlm.data.schemes import basic_english_words, tokenise_lines, wikitext_prompt_words
+from lstmlm.data.vocab import EOS, UNK, VocabError, Vocabulary, build_vocabulary
+from lstmlm.generate.text import Detokeniser, detokenise, tokenise_prompt
 
 
 # torchtext's documented example and its rule-by-rule behaviour.

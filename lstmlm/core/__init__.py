@@ -1,0 +1,1 @@
+"""What every room shares: errors, params checking, safe files, checkpoints, the machine."""

@@ -1,0 +1,169 @@
+"""Reading text files for the data stages: UTF-8 checked, in blocks of whole lines, and
+large files in parts done by worker processes.
+
+A file is read as UTF-8; a byte-order mark at its start is dropped, never a word. The
+check (:func:`check_utf8`) is the one every source uses before a file is accepted.
+
+The stages stream: files are read in blocks of about ``CHUNK_BYTES`` cut at line ends
+(:func:`iter_text_blocks`), so memory follows the block size, never the corpus. A file
+larger than ``PARALLEL_BYTES`` is cut at line starts into one part per CPU (``WORKERS``),
+done by worker processes and joined in order (:func:`in_parts`), so the outputs are the
+same whatever the number of parts. Workers start from a fork server, so a script that
+calls these functions on such a file must guard its entry point with
+``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import multiprocessing
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from lstmlm.core.errors import CorpusError, LstmlmError
+
+# 8 MiB per block: large enough that per-block costs vanish, small enough that a
+# block's tokens (some 200 MB of Python strings at most) fit any machine.
+CHUNK_BYTES = 1 << 23
+# Files up to this size are done in the stage's own process (WikiText-2's train split
+# is 11 MB): starting workers would cost more than it saves.
+PARALLEL_BYTES = 32 << 20
+# Worker processes for a larger file; None: one per CPU this process may use, at most
+# MAX_WORKERS (each holds its own word counts or vocabulary index, and a block).
+WORKERS: int | None = None
+MAX_WORKERS = 4
+
+
+def _not_utf8(what: str, byte: int, err: UnicodeDecodeError,
+              error: type[LstmlmError]) -> LstmlmError:
+    return error(f"{what}: not UTF-8 text (near byte {byte}: {err.reason})")
+
+
+def check_utf8(path: Path, what: str, error: type[LstmlmError] = CorpusError) -> None:
+    """Raise ``error`` unless ``path`` is non-empty UTF-8 text (read in chunks)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                size += len(block)
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as err:
+        raise _not_utf8(what, size - len(block) + err.start, err, error) from None
+    if size == 0:
+        raise error(f"{what}: the file is empty")
+
+
+def decode_utf8(data: bytes, what: str, error: type[LstmlmError] = CorpusError) -> str:
+    """UTF-8 bytes as text, a byte-order mark at the start dropped; ``error`` if not."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(what, err.start, err, error) from None
+
+
+def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
+                     span: tuple[int, int] | None = None) -> Iterator[str]:
+    """A UTF-8 text file, or its bytes ``span = (start, end)`` cut at line starts, in
+    blocks of whole lines, each ending in a newline (the last one only if the text does).
+
+    Read ``chunk_bytes`` at a time (default: ``CHUNK_BYTES``, looked up per call) and
+    decoded like ``Path.read_text`` (universal newlines: "\\r\\n" and "\\r" read as
+    "\\n"), so the lines are those of the whole text; a byte-order mark at the start of
+    the file is dropped. A line longer than a chunk is gathered whole: a block never
+    splits a line.
+    """
+    chunk = chunk_bytes or CHUNK_BYTES
+    start, end = span if span is not None else (0, None)
+    # utf-8-sig drops a BOM at the start of what it decodes: only a span from byte 0 has one.
+    codec = "utf-8-sig" if start == 0 else "utf-8"
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(codec)(), True)
+    pending: list[str] = []  # pieces of a line that has not ended yet
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            left = end - start if end is not None else -1
+            while True:
+                raw = handle.read(chunk if left < 0 else min(chunk, left))
+                left -= len(raw) if left >= 0 else 0
+                text = decoder.decode(raw, final=not raw)
+                cut = text.rfind("\n") + 1
+                if cut == 0:
+                    pending.append(text)
+                elif pending:
+                    yield "".join(pending) + text[:cut]
+                    pending = [text[cut:]]
+                else:
+                    yield text[:cut]
+                    pending = [text[cut:]]
+                if not raw:
+                    break
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:  # err.start counts from the block, not the file
+        raise CorpusError(f"{path}: not UTF-8 text ({err.reason})") from None
+    if rest := "".join(pending):
+        yield rest
+
+
+def _spans(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges that cut ``path`` at line starts into one part per worker (a single
+    part when the file is small); each boundary follows a b"\\n", so no UTF-8 character
+    and no "\\r\\n" is split."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: file not found") from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = WORKERS or min(cpus or 1, MAX_WORKERS)
+    if size <= PARALLEL_BYTES or parts < 2:
+        return [(0, size)]
+    cuts = [0]
+    with open(path, "rb") as handle:
+        for k in range(1, parts):
+            handle.seek(max(size * k // parts, cuts[-1]))
+            handle.readline()  # on to the start of the next line
+            cuts.append(handle.tell())
+    cuts.append(size)
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(0, size)]
+
+
+def _worker_context(preload: str) -> multiprocessing.context.BaseContext:
+    """How worker processes start: from a fork server, which starts once with the task's
+    module imported. Not by plain fork: numpy's and torch's threads make every caller
+    multi-threaded, and a child forked from a threaded process can deadlock. As with any
+    such start, the caller's ``__main__`` must guard its entry point (the stages do)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([preload])
+    return context
+
+
+def in_parts(task: Callable[..., Any], src: Path, out: Path, *args: Any) -> list[Any]:
+    """``task(src, span, dest, *args)`` for each part of ``src`` (see the module
+    docstring), results in order; ``out`` receives what the parts write, in order.
+
+    One part: done in this process, straight into ``out``. Several: done by worker
+    processes, each into a file of its own beside ``out``, appended to it in order.
+    """
+    spans = _spans(src)
+    if len(spans) == 1:
+        return [task(src, spans[0], out, *args)]
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.parts-", dir=out.parent) as tmp:
+        parts = [Path(tmp) / str(i) for i in range(len(spans))]
+        with ProcessPoolExecutor(len(spans), mp_context=_worker_context(task.__module__)) as pool:
+            futures = [pool.submit(task, src, span, part, *args)
+                       for span, part in zip(spans, parts)]
+            results = [future.result() for future in futures]
+        with open(out, "ab") as joined:
+            for part in parts:
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, joined, 1 << 20)
+    return results

@@ -1,0 +1,1 @@
+"""Perplexity, static and adapted (the neural cache, dynamic evaluation)."""

@@ -1,0 +1,2 @@
+"""Text from a prompt: the numpy engine, sampling, prompts and detokenising, and the
+``generate`` command. No torch."""
