@@ -164,7 +164,7 @@ def build(params_path: str, data, device: torch.device, **train_overrides) -> Tr
     set_precision(config.precision)
     torch.manual_seed(config.seed)
     model = LSTMLanguageModel(params["model"], vocab_size)
-    return Trainer(model, train_ids, valid_ids, config, device, progress_bar=False)
+    return Trainer(model, train_ids, valid_ids, config, device, reporter=None)
 
 
 def main() -> None:

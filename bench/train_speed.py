@@ -111,7 +111,7 @@ def run_budget(name: str, config: ModelConfig, train_config: TrainConfig, data,
                                        early_stop_patience=1000)
     torch.manual_seed(train_config.seed)
     trainer = Trainer(LSTMLanguageModel(config, vocab_size), train_ids, valid_ids,
-                      train_config, torch.device("cpu"), progress_bar=False)
+                      train_config, torch.device("cpu"), reporter=None)
     started = time.perf_counter()
     tokens = 0
     train_seconds = 0.0

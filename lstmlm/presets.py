@@ -25,11 +25,37 @@ QUOTING_HINT = ("Hydra's override grammar needs a value holding ~, non-ASCII let
                 "special characters quoted inside the override: -S \"download.corpus='~/café.txt'\"")
 HEADER = ("# Composed from conf/ (preset {preset}). Edit conf/config.yaml or "
           "conf/preset/*.yaml, not this\n# file: `dvc exp run -S ...` rewrites it from conf/. "
-          "See the README, 'Where to edit'.\n")
+          "See the README, 'Experiments and presets'.\n")
 
 
 def presets(conf_dir: str | Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (Path(conf_dir) / "preset").glob("*.yaml"))
+
+
+def preset_named(name: str, names: list[str]) -> str | None:
+    """The preset a typed name means: ``gpu_fast`` and ``GPU-Fast`` are ``gpu-fast``."""
+    wanted = name.lower().replace("_", "-")
+    return next((n for n in names if n.lower().replace("_", "-") == wanted), None)
+
+
+def check_override_keys(overrides: list[str], params: dict[str, Any]) -> None:
+    """Refuse an override of a key that conf/ lacks, naming the closest one. (`dvc exp run
+    -S` refuses it too, but suggests ``+key=value``, which adds a key no stage reads.)"""
+    from lstmlm.core.params import unknown
+
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key.startswith(("+", "~")) or "=" not in override:
+            continue
+        node: Any = params
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                prefix = ".".join(parts[:depth])
+                known = [f"{prefix}.{k}" if prefix else k for k in node] \
+                    if isinstance(node, dict) else []
+                raise unknown(".".join(parts[:depth + 1]), known, "key")
+            node = node[part]
 
 
 def compose(preset: str | None = None, overrides: list[str] | tuple = (),
@@ -76,16 +102,24 @@ def main(argv: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> int:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="single keys, as dvc exp run -S takes them (model.emb=800)")
     args = parser.parse_args(argv)
-    if args.name is not None and args.name not in names:
+    name = args.name if args.name is None else preset_named(args.name, names)
+    if args.name is not None and name is None:
         parser.error(f"unknown preset {args.name!r}; the presets are: {', '.join(names)}")
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
+    from lstmlm.core.params import ParamsError
+
     try:
-        params = compose(args.name, args.overrides, conf_dir)
+        check_override_keys(args.overrides, compose(name, (), conf_dir))
+        params = compose(name, args.overrides, conf_dir)
+    except ParamsError as err:
+        parser.error(f"{err}\n`dvc exp run -S` refuses it too, suggesting +KEY=VALUE: that "
+                     "adds a key that no stage reads, and the params stage refuses it")
     except (HydraException, OmegaConfBaseException) as err:
+        hint = f"\n{QUOTING_HINT}" if isinstance(err, OverrideParseException) else ""
         parser.error(f"Hydra could not apply {' '.join(args.overrides)}: "
-                     f"{str(err).splitlines()[0]}\n{QUOTING_HINT}")
+                     f"{str(err).splitlines()[0]}{hint}")
     sys.stdout.write(dump(params))
     return 0
 

@@ -45,6 +45,19 @@ def report(result: PreparedCorpus) -> None:
               f"{split['fractions']}, download.seed {split['seed']}): valid blocks "
               f"{split['valid_blocks']}, test blocks {split['test_blocks']}; lines "
               + " / ".join(f"{n:,}" for n in split["lines"].values()) + " (train / valid / test)")
+        print("  " + reflow_report(split["reflow"]))
+
+
+def reflow_report(done: dict) -> str:
+    """What download.reflow did to own prose, in counts."""
+    if done["mode"] == "off":
+        return "download.reflow off: lines kept as they are"
+    if not done["files_reflowed"]:
+        return (f"download.reflow {done['mode']}: no file looked hard-wrapped; lines kept as "
+                "they are")
+    return (f"download.reflow {done['mode']}: {done['files_reflowed']} file(s) hard-wrapped; "
+            f"{done['lines_joined']:,} line ends joined into paragraphs, "
+            f"{done['words_dehyphenated']:,} of them words hyphenated across the line end")
 
 
 def main() -> None:

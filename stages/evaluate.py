@@ -92,7 +92,8 @@ def main() -> None:
 
     set_cpu_threads(0)
     model, vocab, _ = load(args.checkpoint, args.vocab)
-    ids = {split: load_ids(args.ids, split, len(vocab)) for split in ("valid", "test")}
+    ids = {split: load_ids(args.ids, split, len(vocab))[:config.max_tokens or None]
+           for split in ("valid", "test")}
     valid = stream(ids["valid"], config.batch_size, "evaluate.batch_size")
     test = stream(ids["test"], config.test_batch_size, "evaluate.test_batch_size")
     test_kept = [] if config.cache_window else None  # for the cache: features, log-probs

@@ -21,6 +21,7 @@ from lstmlm.core.checkpoint import save_checkpoint
 from lstmlm.core.errors import LstmlmError
 from lstmlm.core.machine import pick_device, set_cpu_threads, set_precision
 from lstmlm.core.params import read_params
+from lstmlm.core.progress import duration, stamp
 from lstmlm.data.streams import load_ids
 from lstmlm.data.vocab import Vocabulary
 from lstmlm.evaluate.perplexity import perplexity
@@ -137,10 +138,13 @@ def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) ->
     trainer.on_best = save_best  # a best found mid-epoch (train.validate_every)
 
     def on_epoch(record: EpochRecord, is_best: bool) -> None:
+        history, left = trainer.progress.history, trainer.config.epochs - record.epoch
+        eta = sum(r.epoch_seconds for r in history) / len(history) * left
         print(f"epoch {record.epoch}: train ppl {record.train_ppl:.1f}, valid ppl "
               f"{record.valid_ppl:.1f}, lr {record.lr:.2e}, {record.tokens_per_s:,.0f} "
-              f"tokens/s, {record.epoch_seconds:.0f}s" + (" (best)" if is_best else ""),
-              flush=True)
+              f"tokens/s, {record.epoch_seconds:.0f}s" + (" (best)" if is_best else "")
+              + f" [{stamp()}" + (f"; {left} to go, ETA {duration(eta)}" if left else "")
+              + "]", flush=True)
         log_epoch(live, record)
         if is_best:
             save_best()
@@ -151,8 +155,11 @@ def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) ->
             save_best()  # DVC deleted the checkpoint before this resumed run
         trainer.fit(on_epoch)
     except KeyboardInterrupt:
-        print(f"\ntrain: interrupted; {trainer.progress.epoch} finished epoch(s) are saved in "
-              f"{resume.path}. Run `dvc repro` again to resume.", file=sys.stderr)
+        done = trainer.progress.epoch
+        print("\ntrain: interrupted; " + (
+            f"{done} finished epoch(s) are saved in {resume.path}. Run `dvc repro` again to "
+            "resume." if done else "no epoch had finished, so nothing was saved: `dvc repro` "
+            "starts again."), file=sys.stderr)
         sys.exit(130)
     if trainer.progress.best_weights is None:
         raise LstmlmError("training finished no epoch; nothing to save")

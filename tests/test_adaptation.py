@@ -461,6 +461,21 @@ def test_adapted_figures_read_a_prefix_of_valid_and_choose_on_it(tiny_project):
         assert head[method] == tail[method], method
 
 
+def test_max_tokens_reads_the_first_tokens_of_valid_and_test(tiny_project):
+    """evaluate.max_tokens (a quick run): every figure, static and adapted, from the
+    first tokens of each split."""
+    from lstmlm.core.loading import load
+
+    metrics = run_stage(tiny_project, "head", max_tokens=100, cache_thetas=[1.0],
+                        cache_lambdas=[0.1], adapt_valid_tokens=0)
+    model = load(tiny_project / "model.pt", tiny_project / "vocab.json").model
+    for split, batch_size in (("valid", 4), ("test", 2)):
+        head = batchify(load_ids(tiny_project / "ids", split)[:100], batch_size)
+        assert metrics[split]["loss"] == round(evaluate_loss(model, head, 8), 6)
+        for method in ("cache", "dynamic", "dynamic+cache"):
+            assert metrics[method][split]["tokens"] == (100 // 2 - 1) * 2
+
+
 def test_the_dynamic_grid_benchmark_tries_each_setting(tiny_project):
     """bench/dynamic_grid.py: one line per setting, the overrides applied and checked."""
     (tiny_project / "grid.yaml").write_text(yaml.safe_dump({"evaluate": {"bptt": 8}}))

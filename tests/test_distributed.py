@@ -71,7 +71,7 @@ def make_trainer(root: Path, train_overrides: dict, rank: int = 0, world_size: i
     torch.manual_seed(params.seed)
     model = LSTMLanguageModel(parse_section("model", NO_DROPOUT, ModelConfig), vocab_size)
     return Trainer(model, train_ids, valid_ids, params, torch.device("cpu"), rank=rank,
-                   world_size=world_size, progress_bar=False)
+                   world_size=world_size, reporter=None)
 
 
 def run_phases(root: Path, rank: int = 0, world_size: int = 1) -> dict:

@@ -41,7 +41,7 @@ def make_trainer(tiny_data, model_overrides=None, **train_overrides):
     config = parse_section("train", {**TINY_TRAIN, **train_overrides}, TrainConfig)
     torch.manual_seed(config.seed)
     model = tiny_model(len(vocab), **(model_overrides or {}))
-    return Trainer(model, train_ids, valid_ids, config, torch.device("cpu"), progress_bar=False)
+    return Trainer(model, train_ids, valid_ids, config, torch.device("cpu"), reporter=None)
 
 
 def test_batchify_lays_out_contiguous_streams():
@@ -141,6 +141,16 @@ def test_loss_falls_on_a_tiny_corpus(tiny_data):
     assert len(history) == 3
     assert history[-1].valid_loss < before - 0.5
     assert history[-1].train_loss < history[0].train_loss
+
+
+def test_max_tokens_trains_on_the_first_tokens_of_train_only(tiny_data):
+    _, train_ids, _ = tiny_data
+    whole = make_trainer(tiny_data, epochs=1)
+    head = make_trainer(tiny_data, epochs=1, max_tokens=403)
+    assert head.train_data.shape == (403 // 4, 4)
+    assert head.train_data.t().reshape(-1).tolist() == train_ids[:400].tolist()
+    assert whole.train_data.numel() == len(train_ids) // 4 * 4
+    assert head.fit()[-1].tokens_per_s > 0 and head.progress.steps < whole.train_data.size(0)
 
 
 def test_stateful_and_reset_training_differ(tiny_data):

@@ -44,6 +44,8 @@ slow = pytest.mark.slow
 PROSE = Path(__file__).parent / "texts" / "lantern_keeper.txt"
 # Words the story uses in many paragraphs, so they are in train whichever blocks go to
 # valid and test; with commas and a colon between them.
+# Its first six paragraphs hard-wrapped at 70 columns, four words hyphenated across a line end.
+WRAPPED = Path(__file__).parent / "texts" / "wrapped_keeper.txt"
 PROMPT = "The river was cold, the lantern was bright, and she said: \"Come up to the house"
 
 
@@ -105,6 +107,37 @@ def test_prose_is_split_into_whole_blocks_of_running_text(tmp_path):
     other = prepare_corpus(DownloadConfig(str(text), split=[0.8, 0.1, 0.1], seed=8),
                            tmp_path / "other")
     assert other.split["valid_blocks"] != split["valid_blocks"]
+
+
+def test_hard_wrapped_hyphenated_prose_is_read_as_paragraphs_not_fragments(tmp_path, capsys):
+    """The story's first six paragraphs wrapped at 70 columns, four words broken across a
+    line end ("re-" / "member", "al\u2010" / "ways": ASCII and Unicode hyphens): the
+    download stage gives back the paragraphs, one to a line, and says what it did."""
+    from stages.download import report
+
+    paragraphs = [line for line in PROSE.read_text(encoding="utf-8").splitlines()
+                  if line.strip()][1:7]
+    result = prepare_corpus(DownloadConfig(str(WRAPPED)), tmp_path / "raw")
+    read = [line for split in ("train", "valid", "test")
+            for line in (tmp_path / "raw" / f"{split}.txt").read_text().splitlines() if line]
+    assert sorted(read) == sorted(paragraphs)
+    assert result.split["reflow"] == {"mode": "auto", "files_reflowed": 1,
+                                      "lines_joined": 24 - 6, "words_dehyphenated": 4}
+    report(result)
+    assert "18 line ends joined into paragraphs, 4 of them words hyphenated" in \
+        capsys.readouterr().out
+    vocab, _ = tokenise_corpus(tmp_path / "raw", tmp_path / "tok", tmp_path / "v.json",
+                               scheme="text")
+    assert {"remember", "always", "books", "could"} <= set(vocab.words)
+    assert not [w for w in vocab.words if w[-1] in "-\u2010" or w in ("member", "ways", "ks")]
+
+    kept = prepare_corpus(DownloadConfig(str(WRAPPED), reflow="off"), tmp_path / "off")
+    assert kept.split["reflow"]["lines_joined"] == 0 and kept.split["lines"]["train"] > 20
+    # Text written a paragraph or a sentence to a line is not hard-wrapped: kept as it is.
+    numbered_prose(tmp_path / "numbered.txt", 60)
+    for text in (PROSE, tmp_path / "numbered.txt"):
+        assert prepare_corpus(DownloadConfig(str(text)), tmp_path / text.stem).split[
+            "reflow"]["files_reflowed"] == 0
 
 
 def test_a_folder_of_txt_files_is_read_in_path_order_without_byte_order_marks(tmp_path):

@@ -304,13 +304,18 @@ def test_presets_command_answers_help_and_unknown_names_without_a_traceback():
 
     helped = presets_command("--help")
     assert helped.returncode == 0 and "usage:" in helped.stdout
-    assert all(name in helped.stdout for name in ("cpu", "seed", "awd", "gpu-fast", "wt103"))
+    assert all(name in helped.stdout for name in ("cpu", "seed", "awd", "gpu-fast", "wt103",
+                                                  "quick"))
     for args in (("sed",), ("seed", "download.corpus=~/café.txt")):
         failed = presets_command(*args)
         assert failed.returncode == 2 and "usage:" in failed.stderr, failed.stderr
         assert "Traceback" not in failed.stderr
-    assert "the presets are: awd, cpu, gpu-fast, seed, wt103" in presets_command("sed").stderr
+    assert "the presets are: awd, cpu, gpu-fast, quick, seed, wt103" in presets_command("sed").stderr
     assert "quoted" in presets_command("seed", "download.corpus=~/café.txt").stderr
+    assert yaml.safe_load(presets_command("gpu_fast").stdout)["preset"] == "gpu-fast"
+    misspelt = presets_command("cpu", "model.hiden=3")  # a name, not quoting, is the fault
+    assert misspelt.returncode == 2 and "quoted" not in misspelt.stderr
+    assert "model.hiden: unknown key; did you mean 'model.hidden'" in misspelt.stderr
     printed = presets_command("seed", "model.emb=64", "download.corpus='~/café.txt'")
     assert printed.returncode == 0, printed.stderr
     composed = yaml.safe_load(printed.stdout)

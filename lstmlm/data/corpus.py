@@ -25,6 +25,10 @@ class DownloadConfig:
     split: list[float] = spec(list(DEFAULT_SHARES),
                               doc="own prose: the shares of train, valid and test")
     seed: int = spec(0, low=0, doc="own prose: which blocks of lines go to valid and test")
+    reflow: str = spec("auto", choices=("auto", "on", "off"),
+                       doc="own prose: join hard-wrapped lines into paragraphs and rejoin "
+                       "words hyphenated across a line end; auto: when the text looks "
+                       "hard-wrapped (lstmlm.data.reflow); WikiText is read as published")
 
     def __post_init__(self) -> None:
         shares = self.split

@@ -163,4 +163,5 @@ def _source(config: DownloadConfig, environ: Mapping[str, str],
     if config.corpus == WIKITEXT103:
         return wikitext103(environ, MIRRORS_103 if mirrors is None else mirrors, archive,
                            resume_dir, options)
-    return own_text(_existing_path(config.corpus, environ), config.split, config.seed)
+    return own_text(_existing_path(config.corpus, environ), config.split, config.seed,
+                    config.reflow)

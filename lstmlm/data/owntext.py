@@ -6,7 +6,8 @@ UTF-8 and cut into at most ``MAX_BLOCKS`` blocks of consecutive lines with about
 number of non-blank lines; ``round(blocks * share)`` blocks go to valid and to test, drawn
 by ``random.Random(seed)``, the rest to train, each split in the order of the text (whole
 blocks: a line's neighbours are its context). docs/text.md has the details; the choice is
-recorded in ``split.json`` (:func:`split_prose`).
+recorded in ``split.json`` (:func:`split_prose`). Hard-wrapped prose is first joined
+into paragraphs, file by file (``download.reflow``: lstmlm.data.reflow).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Iterator, Sequence
 
 from lstmlm.data.fetch import DownloadError
 from lstmlm.data.layout import SPLIT_NAMES, SPLITS, find_split, split_path
+from lstmlm.data.reflow import reflow
 from lstmlm.data.staging import Staged
 from lstmlm.data.textfile import check_utf8, decode_utf8
 
@@ -65,10 +67,11 @@ def _listing(directory: Path) -> str:
 
 
 @contextmanager
-def own_text(path: Path, fractions: Sequence[float], seed: int) -> Iterator[Staged]:
-    """The user's text at an existing ``path``, staged: prose split into a temporary
-    directory (removed on the way out), or a folder's train/valid/test files as they are
-    (checked to be UTF-8 text)."""
+def own_text(path: Path, fractions: Sequence[float], seed: int,
+             reflow_mode: str = "auto") -> Iterator[Staged]:
+    """The user's text at an existing ``path``, staged: prose reflowed (``reflow_mode``)
+    and split into a temporary directory (removed on the way out), or a folder's
+    train/valid/test files as they are (checked to be UTF-8 text)."""
     found = find_own_text(path)
     if isinstance(found, Staged):
         for file in found.paths.values():
@@ -76,7 +79,7 @@ def own_text(path: Path, fractions: Sequence[float], seed: int) -> Iterator[Stag
         yield found
         return
     with tempfile.TemporaryDirectory(prefix="lstmlm-split-") as tmp:
-        yield split_prose(path, found, Path(tmp), fractions, seed)
+        yield split_prose(path, found, Path(tmp), fractions, seed, reflow_mode)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -96,6 +99,25 @@ def read_lines(path: Path, files: list[Path]) -> tuple[list[str], list[dict[str,
         record.append({"name": name, "bytes": len(data),
                        "sha256": hashlib.sha256(data).hexdigest()})
     return lines, record
+
+
+def read_prose(path: Path, files: list[Path],
+               reflow_mode: str) -> tuple[list[str], list[dict[str, Any]], dict[str, Any]]:
+    """read_lines, each file reflowed on its own (a paragraph never runs on into the next
+    file); the third item says what reflowing did, in counts."""
+    lines: list[str] = []
+    records: list[dict[str, Any]] = []
+    done = {"mode": reflow_mode, "files_reflowed": 0, "lines_joined": 0,
+            "words_dehyphenated": 0}
+    for file in files:
+        file_lines, record = read_lines(path, [file])
+        reflowed = reflow(file_lines, reflow_mode)
+        lines += reflowed.lines
+        records += record
+        done["files_reflowed"] += reflowed.wrapped
+        for key, count in reflowed.counts().items():
+            done[key] += count
+    return lines, records, done
 
 
 def cut_blocks(lines: list[str], max_blocks: int = MAX_BLOCKS) -> list[tuple[int, int]]:
@@ -124,12 +146,13 @@ def choose_blocks(n: int, fractions: Sequence[float], seed: int) -> dict[str, li
 
 
 def split_prose(path: Path, files: list[Path], staging: Path, fractions: Sequence[float],
-                seed: int) -> Staged:
+                seed: int, reflow_mode: str = "auto") -> Staged:
     """Split the prose of ``files`` into ``staging/{split}.txt`` (see the module
     docstring). The record, written to split.json and carried into metrics/data.json:
     ``fractions``, ``seed``, ``blocks`` (how many), ``valid_blocks``, ``test_blocks``
-    (their numbers, from 0 at the top of the text), ``lines`` per split and ``files``."""
-    lines, files_record = read_lines(path, files)
+    (their numbers, from 0 at the top of the text), ``lines`` per split, ``reflow`` (what
+    :func:`read_prose` did) and ``files``."""
+    lines, files_record, reflowed = read_prose(path, files, reflow_mode)
     blocks = cut_blocks(lines)
     if len(blocks) < len(SPLITS):
         raise DownloadError(
@@ -151,5 +174,5 @@ def split_prose(path: Path, files: list[Path], staging: Path, fractions: Sequenc
         counts[split] = len(chunk)
     record = {"fractions": list(fractions), "seed": seed, "blocks": len(blocks),
               "valid_blocks": chosen["valid"], "test_blocks": chosen["test"],
-              "lines": counts, "files": files_record}
+              "lines": counts, "reflow": reflowed, "files": files_record}
     return Staged(paths, str(path), False, split=record)

@@ -52,6 +52,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from lstmlm.core.progress import Reporter
 from lstmlm.data.streams import batchify, get_batch
 from lstmlm.evaluate.config import EvaluateConfig
 from lstmlm.evaluate.perplexity import metric_entry, perplexity
@@ -60,6 +61,11 @@ from lstmlm.model.lstm import LSTMLanguageModel, detach_state
 # Elements of one block of window scores, (B, rows, window): about 16 MB of fp32 each.
 BLOCK_ELEMENTS = 1 << 22
 BLOCK_ROWS = 256
+
+# What reports progress: (what, tokens in all) -> a Reporter (lstmlm.core.progress).
+Progress = Callable[[str, int], Reporter]
+# A long loop's callback: this many more tokens are done.
+Tick = Callable[[int], None]
 
 
 # --------------------------------------------------------------------------- losses
@@ -121,10 +127,10 @@ def _window_hits(y: torch.Tensor, start: int, rows: int,
 
 @torch.no_grad()
 def cache_log_probs(features: torch.Tensor, targets: torch.Tensor, model_lp: torch.Tensor,
-                    window: int, thetas: list[float]) -> torch.Tensor:
+                    window: int, thetas: list[float], tick: Tick | None = None) -> torch.Tensor:
     """log p_cache(target) for each θ: (len(thetas), N, B) from features (N, B, D),
     targets (N, B). Where the cache is empty (the first row) it is log p_model, so any
-    mixture there is the model alone.
+    mixture there is the model alone. ``tick(tokens)`` follows each block of rows.
 
     Blocks of rows keep memory flat; per block the dot products are computed once and
     every θ reuses them: p_cache = Σ_hits exp(θ s) / Σ_window exp(θ s).
@@ -151,6 +157,8 @@ def cache_log_probs(features: torch.Tensor, targets: torch.Tensor, model_lp: tor
                                                            hit_scores.mul(theta).exp_())
             lp = torch.where(total > 0, hits.log() - total.log(), fallback)
             out[j, start:start + rows] = lp.view(b, rows).t()
+        if tick is not None:
+            tick(rows * b)
     return out
 
 
@@ -250,11 +258,12 @@ class DynamicRule:
 
 
 def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, rule: DynamicRule,
-                      segment: int, keep_features: bool = False
+                      segment: int, keep_features: bool = False, tick: Tick | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass of dynamic evaluation over a (T, B) stream: log p(target) (N, B) and, with
     ``keep_features``, the features (N, B, D) for a cache on top. The model is not
-    changed (a copy adapts); the hidden state is carried across segments."""
+    changed (a copy adapts); the hidden state is carried across segments. ``tick(tokens)``
+    follows each segment."""
     model = copy.deepcopy(model).eval()
     params = adapted_weights(model)
     trained = [p.detach().clone() for p in params]
@@ -264,6 +273,8 @@ def dynamic_log_probs(model: LSTMLanguageModel, data: torch.Tensor, rule: Dynami
         if keep_features:
             features.append(segment_features)
         rule.step(params, grads, trained)       # ... then learnt
+        if tick is not None:
+            tick(lp.numel())
     return torch.cat(scores), torch.cat(features) if keep_features else None
 
 
@@ -293,38 +304,51 @@ CacheScorer = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], float]
 
 def adapt_valid(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
                 config: EvaluateConfig, rule: DynamicRule | None = None,
-                log: Callable[[str], None] = print) -> tuple[dict, dict[str, CacheChoice]]:
+                log: Callable[[str], None] = print,
+                progress: Progress = Reporter) -> tuple[dict, dict[str, CacheChoice]]:
     """Every enabled method on valid, each cache's (θ, λ) chosen from the grid here:
-    returns ({method: entry}, {method: CacheChoice}); adapt_test takes the choices."""
+    returns ({method: entry}, {method: CacheChoice}); adapt_test takes the choices.
+    ``progress`` reports the long parts as they go."""
     choices: dict[str, CacheChoice] = {}
+    progress = _on_split(progress, "valid")
 
     def choose(name, model_lp, features, targets) -> float:
-        cache_lp = cache_log_probs(features, targets, model_lp, config.cache_window,
-                                   config.cache_thetas)
+        with progress(f"{name} grid", targets.numel()) as report:
+            cache_lp = cache_log_probs(features, targets, model_lp, config.cache_window,
+                                       config.cache_thetas, report.advance)
         choices[name] = choose_cache(model_lp, cache_lp, config.cache_thetas,
                                      config.cache_lambdas, config.bptt)
         _log_grid(name, choices[name], config, log)
         return choices[name].loss
 
-    return _adapt(model, data, kept, config, rule, choose, log), choices
+    return _adapt(model, data, kept, config, rule, choose, log, progress), choices
 
 
 def adapt_test(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
                config: EvaluateConfig, rule: DynamicRule | None,
-               choices: dict[str, CacheChoice], log: Callable[[str], None] = print) -> dict:
+               choices: dict[str, CacheChoice], log: Callable[[str], None] = print,
+               progress: Progress = Reporter) -> dict:
     """Every enabled method on test, with valid's choices (adapt_valid) applied unchanged."""
+    progress = _on_split(progress, "test")
+
     def apply(name, model_lp, features, targets) -> float:
         pick = choices[name]
-        cache_lp = cache_log_probs(features, targets, model_lp, config.cache_window,
-                                   [pick.theta])[0]
+        with progress(name, targets.numel()) as report:
+            cache_lp = cache_log_probs(features, targets, model_lp, config.cache_window,
+                                       [pick.theta], report.advance)[0]
         return stream_loss(mix(model_lp, cache_lp, pick.lam), config.bptt)
 
-    return _adapt(model, data, kept, config, rule, apply, log)
+    return _adapt(model, data, kept, config, rule, apply, log, progress)
+
+
+def _on_split(progress: Progress, split: str) -> Progress:
+    """Reports named "evaluate METHOD on SPLIT"."""
+    return lambda what, total: progress(f"evaluate {what} on {split}", total)
 
 
 def _adapt(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
            config: EvaluateConfig, rule: DynamicRule | None, cache: CacheScorer,
-           log: Callable[[str], None]) -> dict[str, dict]:
+           log: Callable[[str], None], progress: Progress) -> dict[str, dict]:
     """{"cache": e, "dynamic": e, "dynamic+cache": e} on one (T, B) split, each e =
     {loss, ppl, batch, tokens}; ``cache(name, model log-probs, features, targets)`` gives
     the loss of a cache on top of a method's scores (chosen or applied, see above).
@@ -344,8 +368,9 @@ def _adapt(model: LSTMLanguageModel, data: torch.Tensor, kept: list | None,
         del features, static_lp
         timed("cache")
     if config.dynamic_lr:
-        lp, features = dynamic_log_probs(model, data, rule, config.dynamic_segment,
-                                         bool(config.cache_window))
+        with progress("dynamic", targets.numel()) as report:
+            lp, features = dynamic_log_probs(model, data, rule, config.dynamic_segment,
+                                             bool(config.cache_window), report.advance)
         results["dynamic"] = {**metric_entry(stream_loss(lp, config.bptt)), **read}
         timed("dynamic")
         if config.cache_window:

@@ -15,6 +15,8 @@ class EvaluateConfig:
     batch_size: int = spec(10, low=1, doc="valid, as in the literature")
     test_batch_size: int = spec(1, low=1, doc="test, as in the literature")
     bptt: int = spec(70, low=1)
+    max_tokens: int = spec(0, low=0, doc="tokens of valid and of test (from their starts) that "
+                           "the stage reads, for a quick run; 0: all (what papers report)")
     # Adapted perplexities, reported beside the static ones. Both valid and test are read
     # as test is, in test_batch_size columns: valid chooses the cache's (θ, λ), which test
     # then uses unchanged.

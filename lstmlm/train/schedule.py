@@ -21,6 +21,8 @@ class TrainConfig:
     """The ``train`` section of params.yaml."""
 
     epochs: int = spec(8, low=1)
+    max_tokens: int = spec(0, low=0, doc="train on the first this many tokens of the training "
+                           "split (a quick run); 0: all of it")
     batch_size: int = spec(32, low=1)
     bptt: int = spec(70, low=1)
     variable_bptt: bool = spec(False, doc="draw each batch's length around bptt (AWD-LSTM)")

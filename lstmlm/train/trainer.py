@@ -26,6 +26,7 @@ from torch import nn
 
 from lstmlm.core.errors import LstmlmError
 from lstmlm.core.machine import full_precision, resolve_precision
+from lstmlm.core.progress import Reporter
 from lstmlm.data.streams import batch_starts, batchify, get_batch
 from lstmlm.evaluate.perplexity import evaluate_loss, perplexity
 from lstmlm.model.lstm import LSTMLanguageModel, Output, State, detach_state
@@ -148,16 +149,18 @@ class Trainer:
 
     def __init__(self, model: LSTMLanguageModel, train_ids: np.ndarray, valid_ids: np.ndarray,
                  config: TrainConfig, device: torch.device, *, rank: int = 0,
-                 world_size: int = 1, progress_bar: bool = True):
+                 world_size: int = 1, reporter: Callable[..., Reporter] | None = Reporter):
         self.config, self.device = config, device
         self.model = model.to(device)
         self.rank, self.world_size = rank, world_size
         self.train_data, self.valid_data = split_streams(
-            train_ids, valid_ids, config.batch_size, rank, world_size, device)
+            train_ids[:config.max_tokens or None], valid_ids, config.batch_size, rank,
+            world_size, device)
         self.precision = resolve_precision(config.precision, device)
         self.net = wrap_model(LossForward(self.model, config, self.precision == "bf16"),
                               device, world_size)
-        self.progress_bar = progress_bar and rank == 0
+        # Makes each epoch's progress report (rank 0's alone; None: none).
+        self.reporter = reporter if rank == 0 else None
         self.optimizer = make_optimizer(model, config)
         self.average: torch.optim.swa_utils.AveragedModel | None = None
         self.rng = random.Random(config.seed)
@@ -210,9 +213,19 @@ class Trainer:
             self.progress.steps += 1
             if c.validate_every and self.progress.steps % c.validate_every == 0:
                 self.validate_mid_epoch()
-            if meter.add(step, loss, targets.numel(), seq_len):
+            if meter.add(step, loss, targets.numel()):
                 break
         return meter.close()
+
+    def epoch_reporter(self) -> Reporter | None:
+        """The progress report of the epoch about to run, in tokens of every rank, with
+        the run's tokens for its estimate (None when this process reports nothing)."""
+        if self.reporter is None:
+            return None
+        c, p = self.config, self.progress
+        tokens = (self.train_data.size(0) - 1) * self.train_data.size(1) * self.world_size
+        return self.reporter(f"train epoch {p.epoch + 1}/{c.epochs}", tokens,
+                             run=(p.epoch * tokens, c.epochs * tokens), part="epoch")
 
     def validate_mid_epoch(self) -> None:
         """Keep a new best found between epoch ends (schedules still act per epoch)."""
@@ -379,38 +392,38 @@ def wrap_model(net: nn.Module, device: torch.device, world_size: int) -> nn.Modu
 
 class LossMeter:
     """Sums the epoch's loss on the device, reads it back every LOG_EVERY steps (the one
-    host sync of the loop) for the progress bar and the divergence check, and decides
+    host sync of the loop) for the progress report and the divergence check, and decides
     when the deadline stops the epoch. Under DDP the read-back is an all-reduce, so every
     rank sees the global loss and rank 0's deadline decision (all stop after the same
     step: DDP needs every rank in every backward)."""
 
     def __init__(self, trainer: Trainer, deadline: float | None):
-        from tqdm import tqdm
-
         self.trainer, self.deadline = trainer, deadline
         device = trainer.device
         self.total = torch.zeros((), device=device, dtype=torch.float64)
         self.window = torch.zeros((), device=device, dtype=torch.float64)
         self.tokens = self.window_tokens = 0
         self.started = time.perf_counter()
-        self.bar = tqdm(total=trainer.train_data.size(0) - 1, unit="row", leave=False,
-                        desc=f"epoch {trainer.progress.epoch + 1}", mininterval=1.0,
-                        disable=None if trainer.progress_bar else True)
+        self.report = trainer.epoch_reporter()
 
-    def add(self, step: int, loss: torch.Tensor, n: int, rows: int) -> bool:
-        """Count one step; True when the epoch must stop (deadline)."""
+    def add(self, step: int, loss: torch.Tensor, n: int) -> bool:
+        """Count one step of ``n`` tokens; True when the epoch must stop (deadline)."""
         self.total += loss.double() * n
         self.window += loss.double() * n
         self.tokens += n
         self.window_tokens += n
-        self.bar.update(rows)
         past = self.deadline is not None and time.monotonic() > self.deadline
-        distributed = self.trainer.world_size > 1
-        if step % LOG_EVERY:
-            return past and not distributed
-        return self._read_window(step, past) or (past and not distributed)
+        stop = past and self.trainer.world_size == 1
+        facts = {}
+        if step % LOG_EVERY == 0:
+            facts["loss"], rank0_stop = self._read_window(step, past)
+            stop = stop or rank0_stop
+        if self.report is not None:
+            self.report.advance(n * self.trainer.world_size, **facts)
+        return stop
 
-    def _read_window(self, step: int, past: bool) -> bool:
+    def _read_window(self, step: int, past: bool) -> tuple[float, bool]:
+        """The mean loss since the last read, over every rank, and rank 0's stop."""
         t = self.trainer
         packed = torch.stack([self.window, self.window.new_tensor(float(self.window_tokens)),
                               self.window.new_tensor(float(past and t.rank == 0))])
@@ -419,14 +432,13 @@ class LossMeter:
         if not math.isfinite(loss):
             raise TrainingDiverged.because(f"the training loss became {loss} in epoch "
                                            f"{t.progress.epoch + 1}, batch {step}", t.config)
-        rate = self.tokens * t.world_size / (time.perf_counter() - self.started)
-        self.bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
         self.window.zero_()
         self.window_tokens = 0
-        return rank0_stop > 0
+        return loss, rank0_stop > 0
 
     def close(self) -> tuple[float, int, float]:
-        self.bar.close()
+        if self.report is not None:
+            self.report.close()
         totals = torch.stack([self.total, self.total.new_tensor(float(self.tokens))])
         # The epoch's loss and tokens over all B streams (every rank's, under DDP).
         loss_total, tokens = all_reduce_tensor(totals).tolist()
