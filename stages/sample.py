@@ -1,6 +1,8 @@
 """Stage `sample`: generate text for each prompt in params and write it as Markdown.
 
-Reads params: sample.* (the sampling options) and prompts. The publish stage copies the
+Reads params: sample.* (the sampling options), prompts, and download.corpus: on a corpus
+other than WikiText the default prompts give way to openings of its valid split
+(lstmlm.generate.prompts). The publish stage copies the
 Markdown into metrics/, tracked by git, so a pull request shows the texts next to the
 metrics, and tools/pr_report.py pastes it into pull-request comments: the prompts and the
 model's text are escaped, so that they show as written and never as HTML, links or
@@ -17,8 +19,12 @@ from pathlib import Path
 from lstmlm.core.errors import shorten
 from lstmlm.core.files import write_text
 from lstmlm.core.params import read_params
+from lstmlm.data.corpus import DownloadConfig
+from lstmlm.data.layout import split_path
+from lstmlm.data.wikitext import WIKITEXT, WIKITEXT103
 from lstmlm.generate.generator import Generator
-from lstmlm.generate.options import SamplingOptions
+from lstmlm.generate.options import SamplingOptions, seeded
+from lstmlm.generate.prompts import stage_prompts
 from stages.guard import run_stage
 
 # Inline Markdown anywhere in a line: escapes, code, emphasis, links and images ([ ... ]),
@@ -68,13 +74,18 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--vocab", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--raw", type=Path, required=True,
+                        help="the raw splits, whose valid split own text draws prompts from")
     parser.add_argument("--out", type=Path, required=True, help="output Markdown file")
     args = parser.parse_args()
-    params = read_params(args.params, sample=SamplingOptions, prompts=list)
-    options = params["sample"]
+    params = read_params(args.params, sample=SamplingOptions, prompts=list,
+                         download=DownloadConfig)
+    options = seeded(params["sample"])  # params.yaml's seed: 0, the same texts every run
+    own = params["download"].corpus not in (WIKITEXT, WIKITEXT103)
+    prompts = stage_prompts(params["prompts"], own, split_path(args.raw, "valid"), options.seed)
 
     generator = Generator.load(args.checkpoint, args.vocab)
-    generations = [generator.generate(prompt, options) for prompt in params["prompts"]]
+    generations = [generator.generate(prompt, options) for prompt in prompts]
     write_text(args.out, render(generations, options, generator.info))
     for gen in generations:  # a long prompt is cut short: one line each
         print(f"{shorten(gen.prompt)} … {shorten(gen.text, 70)}")

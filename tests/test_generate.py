@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 import select
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from lstmlm.core.loading import Weights, load, load_weights
 from lstmlm.data.vocab import EOS, UNK, Vocabulary
 from lstmlm.generate.engine import AdaptiveOutput, FusedStep
 from lstmlm.generate.generator import Generator
-from lstmlm.generate.options import SamplingOptions
+from lstmlm.generate.options import FRESH, SamplingOptions
 from lstmlm.generate.sampling import (
     AdaptiveGreedy,
     AdaptiveSampler,
@@ -37,6 +38,7 @@ from lstmlm.generate.sampling import (
     draw_nucleus,
     sample_from_log_probs,
 )
+from lstmlm.generate.text import detokenise
 from lstmlm.model.config import ModelConfig
 from lstmlm.model.lstm import LSTMLanguageModel
 
@@ -630,8 +632,39 @@ def test_options_as_keywords_and_one_set_of_defaults(tiny):
     with pytest.raises(LstmlmError, match="sample.top_p"):
         generator.generate("the cat", top_p=0)
     defaults = generate_parser().parse_args([])
-    for name, value in vars(SamplingOptions()).items():
+    assert FRESH == SamplingOptions(seed=None)  # the sample section's, but a fresh seed
+    for name, value in vars(FRESH).items():
         assert getattr(defaults, name) == value, name
+
+
+def test_without_a_seed_a_fresh_text_and_the_seed_that_draws_it_again(tiny, capsys):
+    """One rule for the API and the command (the page: test_serve.py): no seed, a fresh
+    text each time and the seed it was drawn with; given that seed, the same text."""
+    from lstmlm.generate.command import main as generate_main
+
+    root, model, vocab = tiny
+    generator = Generator(model, vocab)
+    first, second = (generator.generate("the cat", words=30) for _ in range(2))
+    assert first.seed != second.seed and first.tokens != second.tokens
+    assert generator.generate("the cat", words=30, seed=first.seed).tokens == first.tokens
+    stream = generator.stream("the cat", words=30)
+    assert list(stream) == generator.generate("the cat", words=30, seed=stream.seed).tokens
+    # The text with the prompt (as the command prints it) and without (as .text always was).
+    assert first.full_text.startswith("the cat ") and first.text == first.continuation
+    assert first.continuation == detokenise(first.tokens) and "the cat" not in first.continuation[:7]
+
+    command = ["--model", str(root / "model.pt"), "--words", "30", "the cat"]
+    runs = []
+    for _ in range(2):
+        assert generate_main(command) == 0
+        out, err = capsys.readouterr()
+        runs.append((int(re.search(r"note: seed (\d+) \(--seed \1 draws", err)[1]), out))
+    (seed, text), (other_seed, other_text) = runs
+    assert seed != other_seed and text != other_text
+    assert generate_main([*command, "--seed", str(seed)]) == 0
+    out, err = capsys.readouterr()
+    assert out == text == generator.generate("the cat", words=30, seed=seed).full_text + "\n"
+    assert "seed" not in err  # a seed given is not told back
 
 
 # ---------------------------------------------------------------------- command line
@@ -841,7 +874,8 @@ def test_cli_never_advises_loading_an_untrusted_file_unsafely(tiny, tmp_path):
 def test_cli_double_dash_ends_the_options_and_threads_are_bounded(tiny):
     root, _, _ = tiny
     model = str(root / "model.pt")
-    runs = [start_cli("generate", "--model", model, "--words", "5", "--", "-hello", "--words"),
+    runs = [start_cli("generate", "--model", model, "--words", "5", "--seed", "0", "--",
+                      "-hello", "--words"),
             start_cli("generate", "--model", model, "--threads", "100000", "hi"),
             start_cli("generate", "--model", model, "--threads", "-1", "hi")]
     dashed, many, negative = (run() for run in runs)

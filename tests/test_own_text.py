@@ -337,6 +337,28 @@ def test_a_tiny_model_trains_on_one_file_of_prose_through_the_pipeline(story_rep
     assert data["split"]["fractions"] == [0.9, 0.05, 0.05] and data["split"]["seed"] == 0
     assert data["vocab_size"] == len(vocab)
     assert data["splits"]["train"]["tokens"] > data["splits"]["valid"]["tokens"] > 0
+    # The default prompts are WikiText's: the samples open sentences of the story's valid split.
+    samples = (repo / "metrics" / "samples.md").read_text(encoding="utf-8")
+    prompts = re.findall(r"^## (.*)$", samples, flags=re.M)
+    valid = (repo / "data" / "raw" / "valid.txt").read_text(encoding="utf-8").splitlines()
+    assert len(prompts) == 6 and "Beatles" not in samples
+    assert all(any(p in line for line in valid) for p in prompts), prompts
+
+
+def test_own_text_draws_its_prompts_from_valid_seeded_unless_some_are_set(tmp_path):
+    from lstmlm.generate.prompts import DEFAULT_PROMPTS, stage_prompts
+
+    valid = tmp_path / "valid.txt"
+    valid.write_text("".join(f"Line {i} opens a paragraph of eight words here.\n\nShort {i}\n"
+                             for i in range(40)), encoding="utf-8")
+    default = list(DEFAULT_PROMPTS)
+    drawn = stage_prompts(default, True, valid, seed=0)
+    assert len(drawn) == 6 and all(re.fullmatch(r"Line \d+ opens a", p) for p in drawn)
+    assert drawn == sorted(drawn, key=lambda p: int(p.split()[1]))  # in the text's order
+    assert stage_prompts(default, True, valid, seed=0) == drawn  # the seed repeats them
+    assert stage_prompts(default, True, valid, seed=1) != drawn
+    assert stage_prompts(default, False, valid, seed=0) == default  # WikiText's own
+    assert stage_prompts(["Once upon"], True, valid, seed=0) == ["Once upon"]  # set: kept
 
 
 # --------------------------------------------------------------------------- missing text

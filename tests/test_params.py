@@ -219,6 +219,13 @@ def test_params_stage_passes_the_project_params_and_warns_about_hand_edits(tmp_p
 # --------------------------------------------------------------------------- presets
 
 
+def test_the_default_prompts_are_the_ones_own_text_replaces():
+    from lstmlm.generate.prompts import DEFAULT_PROMPTS
+
+    conf = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text(encoding="utf-8"))
+    assert tuple(conf["prompts"]) == DEFAULT_PROMPTS
+
+
 def test_committed_params_yaml_is_the_cpu_preset():
     from lstmlm.presets import compose
 

@@ -18,12 +18,12 @@ from typing import Callable, Iterable, Iterator, TextIO
 
 from lstmlm.core.errors import LstmlmError, shorten
 from lstmlm.core.params import ParamsError
-from lstmlm.generate.options import SamplingOptions
+from lstmlm.generate.options import FRESH, SamplingOptions, seeded
 
 GENERATE_EPILOG = """\
 examples:
   python -m lstmlm generate --model data/model.pt "The Beatles are" --words 50 --temperature 0.8
-  python -m lstmlm generate "I like" "A cat" --seed none --top-p 0.95
+  python -m lstmlm generate "I like" "A cat" --seed 7 --top-p 0.95
   python -m lstmlm generate -- "-ish words are"
   python -m lstmlm generate --stream --words 2000 "Super Mario is"
   python -m lstmlm generate --interactive --top-k 40 < prompts.txt
@@ -34,7 +34,8 @@ and primes the LSTM after an <eos>, as if it began a line; words not in the voca
 <unk> (a note on stderr names them). An empty prompt starts from <eos> alone. The
 output is the prompt followed by its continuation, detokenised for reading (<eos> as
 a line break), or with --raw the generated tokens only, as the model sees them.
-Several prompts give one text each, separated by a blank line.
+Several prompts give one text each, separated by a blank line. Without --seed each
+run draws fresh texts, and a note on stderr gives the seed that draws them again.
 """
 
 
@@ -72,9 +73,10 @@ def seed_value(text: str) -> int | None:
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    """The sampling options, named and defaulted as lstmlm.generate.options.SamplingOptions (the
-    params' sample section); their values are checked there (see sampling_options)."""
-    d = SamplingOptions()
+    """The sampling options, named and defaulted as lstmlm.generate.options.FRESH (the
+    params' sample section, with a fresh seed); their values are checked there (see
+    sampling_options)."""
+    d = FRESH
     add = parser.add_argument
     add("--words", type=int, default=d.words,
         help="tokens to generate per prompt, <eos> included (default: %(default)s)")
@@ -86,8 +88,8 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
         help="draw only from the smallest set of most likely words whose probability "
              "reaches p; 1 disables (default: %(default)s)")
     add("--seed", type=seed_value, default=d.seed,
-        help="seed for reproducible output; 'none' draws a fresh one each run "
-             "(default: %(default)s); each prompt starts from this seed")
+        help="seed for reproducible output (default: a fresh one each run, printed on "
+             "stderr); each prompt starts from this seed")
     add("--allow-unk", dest="allow_unk", action=argparse.BooleanOptionalAction,
         default=d.allow_unk, help="allow <unk> in the output (default: never drawn)")
     add("--stop-at-eos", dest="stop_at_eos", action=argparse.BooleanOptionalAction,
@@ -212,11 +214,9 @@ def _pieces(prompt: str, tokens: Iterable[str], raw: bool, scheme: str,
         for number, token in enumerate(tokens):
             yield token if number == 0 else " " + token
         return
-    from lstmlm.generate.text import Detokeniser
+    from lstmlm.generate.text import with_prompt
 
-    yield prompt
-    detokeniser = Detokeniser.after(prompt, scheme, headings)
-    yield from (detokeniser.push(token) for token in tokens)
+    yield from with_prompt(prompt, tokens, scheme, headings)
 
 
 def _write_generation(out: TextIO, pieces: Iterable[str], stream: bool) -> None:
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m lstmlm generate``: see generate_parser()."""
     parser = generate_parser()
     args = parse_args(parser, argv)
-    options = sampling_options(parser, args)
+    options = seeded(sampling_options(parser, args))
     _reconfigure_streams(args.interactive)
     generator = load_generator(args)
     out = sys.stdout
@@ -274,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             tokens = generator.stream_ids(ids, options)
             pieces = _pieces(prompt, tokens, args.raw, generator.vocab.scheme, args.headings)
             _write_generation(out, pieces, args.stream)
+        if args.seed is None:  # after the text: how to draw it again
+            print(f"note: seed {options.seed} (--seed {options.seed} draws the same text "
+                  "again)", file=sys.stderr, flush=True)
     except BrokenPipeError:
         # The reader stopped (e.g. `| head`): it has all it wanted.
         _discard_stdout()

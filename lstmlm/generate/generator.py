@@ -2,11 +2,13 @@
 
     import lstmlm
     generator = lstmlm.load("data/model.pt")           # a Generator
-    print(generator.generate("The Beatles are", words=50, temperature=0.8, seed=0).text)
+    generation = generator.generate("The Beatles are", words=50, temperature=0.8)
+    print(generation.full_text, generation.seed)       # seed=... draws it again
 
 (``Generator(model, vocab)`` works as well with a torch model.) The settings are
 lstmlm.generate.options.SamplingOptions: the ``sample`` section of params.yaml, the
-command's options and the page's controls.
+command's options and the page's controls. As the command and the page, a call without a
+seed draws a fresh text and reports the seed it drew (``Generation.seed``, ``Stream.seed``).
 
 The whole prompt primes the hidden state (after an ``<eos>``, as if it began a line),
 tokenised with the scheme the model was trained with (lstmlm.generate.text); then words
@@ -30,9 +32,9 @@ from lstmlm.core.threads import BLAS_THREADS
 from lstmlm.data.schemes import SCHEMES
 from lstmlm.data.vocab import Vocabulary
 from lstmlm.generate.engine import AdaptiveOutput, Engine, FullOutput, FusedStep
-from lstmlm.generate.options import SamplingOptions
+from lstmlm.generate.options import FRESH, SamplingOptions, seeded
 from lstmlm.generate.sampling import AdaptiveGreedy, AdaptiveSampler, sample_from_log_probs
-from lstmlm.generate.text import detokenise, tokenise_prompt
+from lstmlm.generate.text import detokenise, tokenise_prompt, with_prompt
 
 if TYPE_CHECKING:
     import torch
@@ -45,17 +47,42 @@ Picker = Callable[[np.ndarray, random.Random], int]
 
 @dataclass
 class Generation:
-    """A prompt's continuation: raw tokens, readable text, and the prompt's unknown words."""
+    """A prompt's continuation: raw tokens, readable text with and without the prompt, the
+    prompt's unknown words, and the seed that draws the same text again."""
 
     prompt: str
     tokens: list[str]
     unknown_words: list[str] = field(default_factory=list)
     scheme: str = "wikitext"
+    seed: int | None = None
+
+    @property
+    def continuation(self) -> str:
+        """The generated words alone, detokenised for reading (``<eos>``: a line break)."""
+        return detokenise(self.tokens, self.scheme)
+
+    @property
+    def full_text(self) -> str:
+        """The prompt and its continuation, as ``python -m lstmlm generate`` prints them."""
+        return "".join(with_prompt(self.prompt, self.tokens, self.scheme))
 
     @property
     def text(self) -> str:
-        """The continuation detokenised for reading (``<eos>`` becomes a line break)."""
-        return detokenise(self.tokens, self.scheme)
+        """The continuation (older name of ``continuation``)."""
+        return self.continuation
+
+
+class Stream(Iterator[str]):
+    """Tokens as they are drawn (``<eos>`` included), and the ``seed`` they are drawn with."""
+
+    def __init__(self, tokens: Iterator[str], seed: int | None):
+        self._tokens, self.seed = tokens, seed
+
+    def __next__(self) -> str:
+        return next(self._tokens)
+
+    def close(self) -> None:
+        self._tokens.close()
 
 
 class Generator:
@@ -141,12 +168,12 @@ class Generator:
     # ------------------------------------------------------------------ generation
 
     def stream(self, prompt: str, options: SamplingOptions | None = None,
-               **settings: Any) -> Iterator[str]:
-        """Yield generated tokens one by one (``<eos>`` included). ``settings`` change
-        single options: ``stream("I like", words=20, seed=1)``."""
+               **settings: Any) -> Stream:
+        """Generated tokens one by one (``<eos>`` included), and ``.seed``. ``settings``
+        change single options: ``stream("I like", words=20, seed=1)``."""
         options = _options(options, settings)
         ids, _ = self.encode_prompt(prompt)
-        return self.stream_ids(ids, options)
+        return Stream(self.stream_ids(ids, options), options.seed)
 
     def stream_ids(self, ids: Sequence[int], options: SamplingOptions) -> Iterator[str]:
         """Yield tokens generated after prompt ids (as from encode_prompt)."""
@@ -178,7 +205,7 @@ class Generator:
         options = _options(options, settings)
         ids, unknown = self.encode_prompt(prompt)
         return Generation(prompt, list(self.stream_ids(ids, options)), unknown,
-                          self.vocab.scheme)
+                          self.vocab.scheme, options.seed)
 
     # ------------------------------------------------------------------ one draw
 
@@ -207,14 +234,14 @@ class Generator:
 
 
 def _options(options: Any, settings: dict[str, Any]) -> SamplingOptions:
-    """The options of a call: ``options`` (a SamplingOptions, or None for the defaults)
-    with single ``settings`` changed."""
+    """The options of a call: ``options`` (a SamplingOptions, or None for the defaults,
+    FRESH) with single ``settings`` changed, and a seed drawn when none is set."""
     if options is None:
-        options = SamplingOptions()
+        options = FRESH
     elif not isinstance(options, SamplingOptions):
         raise TypeError(f"options: expected a SamplingOptions, got {type(options).__name__}; "
                         "pass single settings as keywords instead (words=20, seed=1)")
-    return options.replace(**settings)
+    return seeded(options.replace(**settings))
 
 
 def _numpy_weights(model: LSTMLanguageModel) -> Weights:

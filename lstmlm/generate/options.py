@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from lstmlm.core.params import ParamsError, check_fields, spec
 # arithmetic is sound, and the ends already draw almost greedily and almost uniformly.
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 1e3
+# A seed drawn for a text is below this: short enough to copy.
+SEEDS_DRAWN_BELOW = 2**32
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,16 @@ class SamplingOptions:
     def replace(self, **changes: Any) -> "SamplingOptions":
         """A copy with some settings changed (checked like any other)."""
         return dataclasses.replace(self, **changes) if changes else self
+
+
+# The defaults of the command, the API and the page: a fresh text each time, unless a seed
+# is set. The sample stage keeps params.yaml's seed (0), so that `dvc repro` repeats itself.
+FRESH = SamplingOptions(seed=None)
+
+
+def seeded(options: SamplingOptions) -> SamplingOptions:
+    """``options`` with the seed a text is drawn with: the one set, else a fresh one, which
+    the caller reports so that the text can be drawn again."""
+    if options.seed is not None:
+        return options
+    return options.replace(seed=secrets.randbelow(SEEDS_DRAWN_BELOW))

@@ -10,7 +10,7 @@ detokenised gives the tokens back.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from lstmlm.data.schemes import (
     APOSTROPHE,
@@ -129,3 +129,13 @@ def detokenise(tokens: Iterable[str], scheme: str = "wikitext", headings: bool =
     WikiText's separators join their neighbours, punctuation and quotes hug their words."""
     detokeniser = Detokeniser(scheme, headings)
     return "".join(detokeniser.push(token) for token in tokens)
+
+
+def with_prompt(prompt: str, tokens: Iterable[str], scheme: str = "wikitext",
+                headings: bool = True) -> Iterator[str]:
+    """The prompt, then its continuation piece by piece, each word joined to what comes
+    before it as the prompt's own words are: the text as a reader sees it (the command's
+    output, ``Generation.full_text``)."""
+    yield prompt
+    detokeniser = Detokeniser.after(prompt, scheme, headings)
+    yield from (detokeniser.push(token) for token in tokens)

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import re
-import secrets
 import socket
 import time
 import typing
@@ -37,7 +36,7 @@ from starlette.routing import Route
 
 from lstmlm.core.errors import LstmlmError
 from lstmlm.generate.generator import Generator
-from lstmlm.generate.options import SamplingOptions
+from lstmlm.generate.options import FRESH, SamplingOptions, seeded
 from lstmlm.generate.text import Detokeniser
 from lstmlm.serve.access import Access, RequestGuard
 
@@ -47,10 +46,8 @@ MAX_PROMPT_CHARS = 100_000
 MAX_BODY_BYTES = 2 * 1024 * 1024
 # After the first Ctrl-C, how long streams and uploads may take to end before they are cut.
 SHUTDOWN_SECONDS = 3.0
-# The server's defaults: SamplingOptions', except that each request without a seed gets a
-# fresh sample (the command and the sample stage stay seeded).
-DEFAULTS = SamplingOptions(seed=None)
-SEEDS_DRAWN_BELOW = 2**32  # short enough to copy from the page
+# The server's defaults, the command's and the API's: a fresh text unless a seed is set.
+DEFAULTS = FRESH
 
 
 class SettingError(LstmlmError, ValueError):
@@ -144,9 +141,7 @@ def read_settings(query: Any, max_words: int) -> tuple[str, SamplingOptions]:
     if options.words > max_words:
         raise SettingError("words", f"words: {options.words} is not allowed; at most "
                                     f"{max_words} on this server")
-    if options.seed is None:
-        options = options.replace(seed=secrets.randbelow(SEEDS_DRAWN_BELOW))
-    return prompt, options
+    return prompt, seeded(options)
 
 
 async def read_json(request: Request) -> Any:
