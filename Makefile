@@ -7,11 +7,13 @@ SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP  := $(VENV)/.installed-test
 REMOTE_STAMP := $(VENV)/.installed-remote
 PLOTS_STAMP := $(VENV)/.installed-plots
+NOTEBOOK_STAMP := $(VENV)/.installed-notebook
 REV     ?= HEAD
 MODEL   ?= data/model.pt
 SHELL   := /bin/bash
 
 .PHONY: pipeline test test-fast bench venv clean serve remote restore plots
+.PHONY: compare notebook
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -45,17 +47,32 @@ $(PLOTS_STAMP): $(STAMP) requirements-plots.txt
 	$(VENV)/bin/python -m pip install --quiet -r requirements-plots.txt
 	touch $(PLOTS_STAMP)
 
+# REVS="main workspace my-exp": several runs on one chart (branches, commits, experiments).
 plots: $(PLOTS_STAMP)
-	$(VENV)/bin/python -m lstmlm.plots --curves metrics/train/plots/metrics --out plots
+	$(VENV)/bin/python -m lstmlm.plots --curves metrics/train/plots/metrics --out plots \
+		$(if $(REVS),--revs $(REVS))
+
+# The tour of the library in Jupyter (requirements-notebook.txt: Jupyter and the plots extra).
+$(NOTEBOOK_STAMP): $(STAMP) requirements-notebook.txt requirements-plots.txt
+	$(VENV)/bin/python -m pip install --quiet -r requirements-notebook.txt
+	touch $(NOTEBOOK_STAMP)
+
+notebook: $(NOTEBOOK_STAMP)
+	$(VENV)/bin/jupyter lab notebooks/tour.ipynb
 
 # A local page to write with the model (http://127.0.0.1:8000/); MODEL=path for another one.
 serve: $(SERVE_STAMP)
 	$(VENV)/bin/python -m lstmlm serve --model $(MODEL)
 
-# Runs the whole pipeline. Stages call `python`, so the venv goes first on PATH.
+# Runs the whole pipeline, then sets its figures beside the committed ones (tools/compare.py).
+# Stages call `python`, so the venv goes first on PATH.
 pipeline: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc metrics show
+	$(VENV)/bin/python tools/compare.py
+
+# `dvc metrics diff REV` (default HEAD) less timings and step counters: REV=main, an experiment.
+compare: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tools/compare.py --diff $(REV)
 
 # Back to the committed results after any number of `dvc exp run`s: params.yaml, dvc.lock
 # and metrics/ as committed at REV (default HEAD), data/ from DVC's cache, else the remote.

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
-import tarfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -438,56 +436,49 @@ class DrawnPlots(HTMLParser):
                 self.current = None
 
 
-def vega_libraries(dest: Path) -> list[str]:
-    """Puts vega, vega-lite and vega-embed (the versions dvc's HTML asks the CDN for) in
-    ``dest``: from $LSTMLM_VEGA_DIR, else from the npm registry with `npm pack`."""
+def test_the_offline_template_inlines_the_vega_dvc_asks_for():
+    """.dvc/config names tools/plots_template.html for `dvc plots show|diff`: the libraries
+    of DVC's own page, at the versions it asks the CDN for, inline."""
     from dvc_render.vega import VegaRenderer
 
-    wanted = re.findall(r"npm/(vega[\w-]*)@([\d.]+)", VegaRenderer.SCRIPTS)
-    assert [n for n, _ in wanted] == ["vega", "vega-lite", "vega-embed"], VegaRenderer.SCRIPTS
-    files = [f"{name}.min.js" for name, _ in wanted]
-    local = os.environ.get("LSTMLM_VEGA_DIR")
-    if local:
-        for file in files:
-            shutil.copy(Path(local) / file, dest / file)
-        return files
-    if not shutil.which("npm") or not (os.environ.get("CI") == "true"
-                                       or os.environ.get("LSTMLM_INSTALL_CHROMIUM") == "1"):
-        pytest.skip("the charts need vega/vega-lite/vega-embed: set LSTMLM_VEGA_DIR to a folder "
-                    "with their .min.js, or allow `npm pack` "
-                    "(CI=true or LSTMLM_INSTALL_CHROMIUM=1)")
-    packs = dest / "npm"
-    packs.mkdir()
-    proc = subprocess.run(["npm", "pack", "--silent", *(f"{n}@{v}" for n, v in wanted)],
-                          cwd=packs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=300)
-    if proc.returncode != 0:
-        pytest.skip(f"`npm pack` failed (no registry?): {proc.stdout[-500:]}")
-    for (name, version), file in zip(wanted, files):
-        with tarfile.open(packs / f"{name}-{version}.tgz") as tar:
-            member = tar.extractfile(f"package/build/{file}")
-            (dest / file).write_bytes(member.read())
-    return files
+    from tools.vega_template import TEMPLATE, VERSIONS
+
+    wanted = dict(re.findall(r"npm/(vega[\w-]*)@([\d.]+)", VegaRenderer.SCRIPTS))
+    assert wanted == VERSIONS, "DVC asks for other versions: run tools/vega_template.py"
+    config = (ROOT / ".dvc" / "config").read_text(encoding="utf-8")
+    assert re.search(r"html_template = \.\./tools/plots_template\.html", config)
+    page = TEMPLATE.read_text(encoding="utf-8")
+    assert "{plot_divs}" in page and "{scripts}" not in page
+    assert page.count("<script>") == 3 and "<script src" not in page
+    assert 'var e="5.20.2"' in page  # vega's own build
+
+
+class ScriptSources(HTMLParser):
+    """The src of every <script> of a page ("" for an inline one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self.sources.append(dict(attrs).get("src") or "")
 
 
 @slow
-def test_plots_draw_in_headless_chromium(pr_copy, tmp_path):
-    """dvc's HTML loads Vega from cdn.jsdelivr.net, which an offline machine can't reach: the
-    page then draws nothing. `dvc plots show --html-template` (or `dvc config
-    plots.html_template`) takes a page without the `{scripts}` placeholder, so the test gives
-    it one that loads the three libraries from files beside index.html."""
-    from dvc_render.html import PAGE_HTML
-
+def test_plots_diff_writes_an_offline_page_that_draws_in_headless_chromium(pr_copy, tmp_path):
+    """`dvc plots diff main` renders into the project's template (.dvc/config): every
+    script is in the page, none comes from the internet, and chromium, offline, draws
+    every chart."""
     browser = chromium()
     out = pr_copy / "out" / "diff"
-    out.mkdir(parents=True)
-    files = vega_libraries(out)
-    template = tmp_path / "offline.html"
-    template.write_text(PAGE_HTML.replace(
-        "{scripts}", "\n".join(f'<script src="{f}"></script>' for f in files)), encoding="utf-8")
-    dvc(pr_copy, "plots", "diff", "main", "--html-template", str(template), "-o", str(out))
+    out.parent.mkdir()
+    dvc(pr_copy, "plots", "diff", "main", "-o", str(out))
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert "cdn.jsdelivr.net" not in page
+    scripts = ScriptSources()
+    scripts.feed(page)
+    assert len(scripts.sources) >= 3 and not [s for s in scripts.sources if s], scripts.sources
+    assert not re.search(r"""src=["']?(https?:)?//""", page)
     ids = list(vega_specs(page))
     assert len(ids) >= len(TRAIN_CURVES)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -26,10 +28,10 @@ def write_curves(folder, train=TRAIN, valid=VALID):
 
 
 def test_the_chart_plots_each_epoch_of_train_and_valid(tmp_path):
-    from lstmlm.plots import perplexity_spec, read_curve
+    from lstmlm.plots import perplexity_spec, runs_of
 
     curves = write_curves(tmp_path / "curves")
-    spec = perplexity_spec({s: read_curve(curves / s / "ppl.tsv") for s in ("train", "valid")})
+    spec = perplexity_spec(runs_of(curves))
     assert spec["encoding"]["x"]["title"] == "epoch"
     points = {(v["split"], v["epoch"]): v["perplexity"] for v in spec["data"]["values"]}
     assert points == {**{("train", e + 1): p for e, p in enumerate(TRAIN)},
@@ -57,3 +59,46 @@ def test_missing_curves_are_a_clear_error(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "no training curve here" in done.stderr
+
+
+def test_make_plots_draws_revisions_and_experiments_on_one_chart(tmp_path, monkeypatch):
+    """Two commits, an experiment (a ref under refs/exps, as DVC keeps it) and the
+    workspace: one chart, a colour per run, each run's own epochs."""
+    from lstmlm.plots import perplexity_spec, runs_of
+
+    repo = tmp_path / "repo"
+    curves = repo / "metrics" / "train" / "plots" / "metrics"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    runs = {"main": [500.0, 400.0], "exp-lucky": [450.0, 300.0, 250.0], "workspace": [420.0]}
+    for name, valid in runs.items():
+        if curves.exists():
+            shutil.rmtree(curves)
+        write_curves(curves, train=[v + 10 for v in valid], valid=valid)
+        if name == "workspace":
+            break
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", name], check=True)
+        if name == "exp-lucky":  # an experiment's commit, off the branch
+            subprocess.run([*git, "update-ref", "refs/exps/ab/cdef12/exp-lucky", "HEAD"],
+                           check=True)
+            subprocess.run([*git, "reset", "-q", "--hard", "main~1"], check=True)
+    monkeypatch.chdir(repo)
+    spec = perplexity_spec(runs_of(curves, list(runs)))
+    drawn = {}
+    for v in spec["data"]["values"]:
+        if v["split"] == "valid":
+            drawn.setdefault(v["run"], []).append(v["perplexity"])
+    assert drawn == runs
+    assert spec["encoding"]["color"]["field"] == "run"
+    assert spec["encoding"]["strokeDash"]["field"] == "split"
+    done = subprocess.run([sys.executable, "-m", "lstmlm.plots", "--revs", *runs, "--out",
+                           "pictures"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    svg = (repo / "pictures" / "perplexity.svg").read_text(encoding="utf-8")
+    assert all(f">{name}<" in svg for name in runs)
+    unknown = subprocess.run([sys.executable, "-m", "lstmlm.plots", "--revs", "nope"],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert unknown.returncode == 2 and "unknown revision 'nope'" in unknown.stderr

@@ -21,6 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lstmlm.core.errors import LstmlmError
+from lstmlm.revisions import read_at
+
 SAMPLES = "metrics/samples.md"
 
 # The `dvc exp show` view used in docs/experiments.md: only params that differ between the
@@ -55,34 +58,6 @@ def dvc(*args: str) -> str:
     return run([*dvc_command(), *args], shown=" ".join(["dvc", *args]))
 
 
-def git_commit(rev: str) -> str | None:
-    """The commit of a git revision or of a DVC experiment name; None if neither."""
-    proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    if proc.returncode == 0:
-        return proc.stdout.strip()
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)",
-                           "refs/exps"], stdout=subprocess.PIPE, text=True).stdout
-    for line in refs.splitlines():
-        name, _, sha = line.partition(" ")
-        if name.rsplit("/", 1)[-1] == rev:
-            return sha
-    return None
-
-
-def read_at(rev: str | None, path: str) -> str | None:
-    """A file's text at a revision (None: the workspace); None if it is not there."""
-    if rev is None:
-        file = Path(path)
-        return file.read_text(encoding="utf-8") if file.is_file() else None
-    commit = git_commit(rev)
-    if commit is None:
-        raise Failure(f"unknown revision {rev!r}")
-    proc = subprocess.run(["git", "show", f"{commit}:{path}"], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True)
-    return proc.stdout if proc.returncode == 0 else None
-
-
 def drop_rows(table: str, pattern: re.Pattern) -> str:
     """A Markdown table without the body rows that match ``pattern``."""
     lines = table.strip().splitlines()
@@ -106,7 +81,7 @@ def build_report(base: str, rev: str | None, plots_dir: Path, plots_url: str | N
         out.extend([f"## {title}", ""])
         try:
             text = body()
-        except Failure as err:
+        except (Failure, LstmlmError) as err:
             failures.append(str(err))
             text = f"_Could not be produced: {err}_"
         out.extend([text.strip(), ""])
@@ -128,7 +103,7 @@ def build_report(base: str, rev: str | None, plots_dir: Path, plots_url: str | N
         where = (f"[the run's artifacts]({plots_url}) (`{index.as_posix()}`)" if plots_url
                  else f"`{index.as_posix()}`")
         return (f"Training curves per epoch, `{base}` and `{label}` in one chart per metric: "
-                f"{where}. Open it in a browser (its charts load Vega from a CDN).")
+                f"{where}. Open it in a browser, online or not (Vega is inline: tools/vega_template.py).")
 
     section("Training curves", plots)
 
