@@ -13,7 +13,7 @@ MODEL   ?= data/model.pt
 SHELL   := /bin/bash
 
 .PHONY: pipeline test test-fast bench venv clean serve remote restore plots
-.PHONY: compare notebook
+.PHONY: compare exps notebook
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ pipeline: $(STAMP)
 # `dvc metrics diff REV` (default HEAD) less timings and step counters: REV=main, an experiment.
 compare: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tools/compare.py --diff $(REV)
+
+# The experiments: the params that differ, the static and the adapted perplexities.
+exps: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tools/compare.py --exps
 
 # Back to the committed results after any number of `dvc exp run`s: params.yaml, dvc.lock
 # and metrics/ as committed at REV (default HEAD), data/ from DVC's cache, else the remote.

@@ -314,9 +314,10 @@ def test_queued_sweep_apply_and_branch(pr_copy):
     # The view in docs/experiments.md: changed params and the perplexities, nothing else.
     table = dvc(repo, *load_pr_report().EXP_SHOW_ARGS, "--md")
     header = table.splitlines()[0]
-    for column in ("model.emb", "test.ppl", "metrics/eval.json:valid.ppl", "train.ppl"):
+    for column in ("model.emb", "test.ppl", "metrics/eval.json:valid.ppl"):
         assert column in header, table
-    for column in ("tokens_per_s", "loss", "model.hidden", "data/ids", "lstmlm/"):
+    for column in ("tokens_per_s", "loss", "model.hidden", "data/ids", "lstmlm/", "train.ppl",
+                   "cache", "Created"):
         assert column not in header, table
     for name in names:
         assert name in table
@@ -535,6 +536,47 @@ def test_pr_report_compares_workspace_and_experiment_with_main(pr_repo, tmp_path
     assert re.search(r"model\.emb\s*\|\s*16\s*\|\s*20\s*\|", report), report
     assert samples_now.splitlines()[2] in report  # the experiment's samples, not the workspace's
     assert "## Experiments" in report and exp_name in report.split("## Experiments")[1]
+
+
+@slow
+def test_compare_sets_the_figures_beside_a_revision_and_says_what_a_changed_lock_means(pr_copy):
+    """tools/compare.py, what `make pipeline` ends with: a table that fits 100 columns, the
+    curated `dvc metrics diff`, and one line when dvc.lock differs from HEAD's."""
+    repo = pr_copy
+    table = run(["python", "tools/compare.py", "--rev", "main"], repo)
+    assert max(map(len, table.splitlines())) <= 100, table
+    now = json.loads((repo / "metrics/eval.json").read_text())
+    then = json.loads(git(repo, "show", "main:metrics/eval.json"))
+    row = next(line for line in table.splitlines() if line.startswith("test ppl "))
+    assert row.split()[2:4] == [f"{now['test']['ppl']:,.2f}", f"{then['test']['ppl']:,.2f}"]
+    assert re.search(rf"^epochs\s+{TINY_TRAIN['epochs']}\s+{TINY_TRAIN['epochs']}\s", table, re.M)
+    assert "training minutes" in table and "dvc.lock" not in table  # all committed
+
+    diff = run(["python", "tools/compare.py", "--diff", "main"], repo)
+    assert "metrics/eval.json: test.ppl" in diff and max(map(len, diff.splitlines())) <= 100
+    assert not re.search(r"tokens_per_s|epoch_seconds|step|\.lr|loss|batch", diff), diff
+
+    with open(repo / "dvc.lock", "a", encoding="utf-8") as lock:
+        lock.write("# as another CPU's bf16 run would leave it\n")
+    assert "this CPU's bytes (bf16), not its perplexities" in run(
+        ["python", "tools/compare.py"], repo)
+    set_params(repo, {"sample": {"words": 11}})
+    assert "dvc.lock changed with params.yaml" in run(["python", "tools/compare.py"], repo)
+
+
+@slow
+def test_make_exps_shows_the_params_that_differ_beside_the_perplexities(pr_repo, tmp_path):
+    repo, _, exp_name = pr_repo
+    repo = copy_repo(repo, tmp_path / "exps")
+    git(repo, "checkout", "-q", "main")  # the experiment's baseline
+    shown = run(["python", "tools/compare.py", "--exps"], repo)
+    static, adapted = shown.split("Experiment")[1:]
+    for table in (static, adapted):
+        assert "model.emb" in table and "sample.words" not in table and exp_name in table
+        assert re.search(rf"\[{exp_name}\]\s.*\s20\s", table), table  # its emb
+    assert "test.ppl" in static and "valid.ppl" in static and "cache" not in static
+    assert "cache.test.ppl" in adapted and "dynamic+cache.test.ppl" in adapted
+    assert not re.search(r"loss|tokens_per_s|theta|lambda|Created", shown), shown
 
 
 def test_pr_report_markdown_helpers():

@@ -46,3 +46,18 @@ def test_the_tour_notebook_runs_on_a_tiny_model(tiny_checkpoint, monkeypatch, tm
     pictures = [out for out in notebook.cells[-1].get("outputs", [])
                 if "image/png" in out.get("data", {})]
     assert len(pictures) == 1  # the training curves, drawn
+
+
+def test_one_requirements_file_brings_jupyter_and_what_the_last_cell_needs():
+    """The last cell draws with the plots extra: requirements-notebook.txt installs it with
+    Jupyter (`make notebook`), and the notebook says so where it needs it."""
+    wanted = (ROOT / "requirements-notebook.txt").read_text(encoding="utf-8").splitlines()
+    assert "-r requirements-plots.txt" in wanted
+    assert any(line.startswith("jupyterlab==") for line in wanted)
+    plots = (ROOT / "requirements-plots.txt").read_text(encoding="utf-8")
+    assert "vl-convert-python==" in plots  # what lstmlm.plots imports
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert "requirements-notebook.txt" in notebook.cells[-2].source
+    assert "from lstmlm.plots import" in notebook.cells[-1].source
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "pip install --quiet -r requirements-notebook.txt" in makefile

@@ -3,13 +3,16 @@
     python tools/compare.py                  # the workspace beside HEAD: what `make pipeline` ends with
     python tools/compare.py --rev main       # beside a branch, a commit or an experiment
     python tools/compare.py --diff main      # `dvc metrics diff main`, less timings and counters
+    python tools/compare.py --exps           # `dvc exp show`: the params that differ, the ppls
 
 The table holds the perplexities that matter (static and adapted), the epochs and the
 minutes of training, read from metrics/ in the workspace and, at the revision, as git
 holds them. When dvc.lock differs from HEAD's, one line says what that means. ``--diff``
 prints the metrics `dvc metrics diff` says changed, without the timings, step counters,
 losses (the perplexities say the same) and batch sizes that make its table long.
-Run it from the repository root (``--diff`` with `dvc` on PATH).
+``--exps`` prints tools/pr_report.py's two `dvc exp show` views: each experiment's params
+that differ from the others', beside its static and its adapted perplexities.
+Run it from the repository root (``--diff`` and ``--exps`` with `dvc` on PATH).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import argparse
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
 
-from pr_report import Failure, dvc
+from pr_report import EXP_SHOW_ADAPTED, EXP_SHOW_ARGS, Failure, dvc, dvc_command
 
 from lstmlm.core.errors import LstmlmError
 from lstmlm.revisions import read_at
@@ -116,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="what to set beside the workspace (default: %(default)s)")
     parser.add_argument("--diff", metavar="REV", help="print `dvc metrics diff REV`, less "
                         "timings and step counters, instead")
+    parser.add_argument("--exps", action="store_true", help="print the experiments: the "
+                        "params that differ, the static and the adapted perplexities")
     args = parser.parse_args(argv)
+    if args.exps:  # straight out: dvc fits its tables to a terminal, else to COLUMNS
+        env = {"COLUMNS": "100", **os.environ}
+        return max(subprocess.run([*dvc_command(), *view, "--no-pager"], env=env).returncode
+                   for view in (EXP_SHOW_ARGS, EXP_SHOW_ADAPTED))
     try:
         print(metrics_diff(args.diff) if args.diff else summary(args.rev))
     except (Failure, LstmlmError) as err:

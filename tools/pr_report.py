@@ -26,13 +26,19 @@ from lstmlm.revisions import read_at
 
 SAMPLES = "metrics/samples.md"
 
-# The `dvc exp show` view used in docs/experiments.md: only params that differ between the
-# rows, the perplexities (no losses, timings, step, lr, nor the train stage's last-epoch
-# valid numbers, which duplicate evaluate's), no dependency hashes; best valid ppl first.
-EXP_SHOW_DROP = (r"Executor|step$|lr$|.*(loss|tokens_per_s|epoch_seconds)$"
-                 r"|metrics/train/metrics\.json:valid|(data|stages|lstmlm)/")
-EXP_SHOW_ARGS = ["exp", "show", "--only-changed", "--drop", EXP_SHOW_DROP,
+# The `dvc exp show` views of docs/experiments.md and `make exps`: only the params that
+# differ between the rows, and the perplexities, static (evaluate's valid and test, best
+# valid first) or adapted (test with the cache, with both), in 100 columns for a change of
+# a param or two. Left out: losses, timings, step, lr, the cache's choices, the train
+# stage's last-epoch numbers and dependency hashes.
+EXP_SHOW_DROP = (r"Created|(step|lr)$|.*(loss|tokens_per_s|epoch_seconds|theta|lambda"
+                 r"|valid\.ppl)$|train\.ppl|(data|stages|lstmlm)/|params\.yaml")
+EXP_SHOW_ARGS = ["exp", "show", "--only-changed", "--drop", EXP_SHOW_DROP + "|cache|dynamic",
+                 "--keep", r".*eval\.json:valid\.ppl$",
                  "--sort-by", "metrics/eval.json:valid.ppl", "--sort-order", "asc"]
+EXP_SHOW_ADAPTED = ["exp", "show", "--only-changed",
+                    "--drop", EXP_SHOW_DROP + r"|test|dynamic\.",
+                    "--keep", r"(cache|dynamic\+cache)\.test\.ppl$"]
 # Metrics that differ on every run (speed), hidden from the metrics diff by default.
 TIMING_METRICS = re.compile(r"tokens_per_s|epoch_seconds")
 
