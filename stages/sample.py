@@ -74,8 +74,9 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--vocab", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--raw", type=Path, required=True,
-                        help="the raw splits, whose valid split own text draws prompts from")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"),
+                        help="the raw splits: on own text, the default prompts give way to "
+                        "openings of its valid split (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="output Markdown file")
     args = parser.parse_args()
     params = read_params(args.params, sample=SamplingOptions, prompts=list,

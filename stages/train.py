@@ -120,8 +120,35 @@ def train(args, params: dict) -> None:
     cleanup_distributed()
 
 
+def epoch_line(trainer: Trainer, record: EpochRecord, is_best: bool) -> str:
+    """What an epoch measured, when it ended, and when the run should end at this pace."""
+    history, left = trainer.progress.history, trainer.config.epochs - record.epoch
+    eta = sum(r.epoch_seconds for r in history) / len(history) * left
+    return (f"epoch {record.epoch}: train ppl {record.train_ppl:.1f}, valid ppl "
+            f"{record.valid_ppl:.1f}, lr {record.lr:.2e}, {record.tokens_per_s:,.0f} "
+            f"tokens/s, {record.epoch_seconds:.0f}s" + (" (best)" if is_best else "")
+            + f" [{stamp()}" + (f"; {left} to go, ETA {duration(eta)}" if left else "") + "]")
+
+
 def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) -> None:
-    """Rank 0's loop: log each epoch, keep the best checkpoint and the resume state."""
+    """Rank 0's loop (log_and_fit); Ctrl-C, or SIGTERM, ends it saying what is kept."""
+    try:  # SIGTERM too ends up here: run_stage makes it a KeyboardInterrupt
+        log_and_fit(trainer, resume, args, vocab)
+    except KeyboardInterrupt:
+        done = trainer.progress.epoch
+        print("\ntrain: interrupted; " + (
+            f"{done} finished epoch(s) are saved in {resume.path}. Run `dvc repro` again to "
+            "resume." if done else "no epoch had finished, so nothing was saved: `dvc repro` "
+            "starts again."), file=sys.stderr)
+        sys.exit(130)
+    resume.remove()
+    p = trainer.progress
+    print(f"train: best valid ppl {perplexity(p.best_valid_loss):.1f} at epoch "
+          f"{p.best_epoch}; checkpoint {args.checkpoint}")
+
+
+def log_and_fit(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) -> None:
+    """Train, logging each epoch, keeping the best checkpoint and the resume state."""
     from dvclive import Live
 
     live = Live(str(args.live), dvcyaml=False, save_dvc_exp=False)
@@ -138,36 +165,18 @@ def run_epochs(trainer: Trainer, resume: ResumeFile, args, vocab: Vocabulary) ->
     trainer.on_best = save_best  # a best found mid-epoch (train.validate_every)
 
     def on_epoch(record: EpochRecord, is_best: bool) -> None:
-        history, left = trainer.progress.history, trainer.config.epochs - record.epoch
-        eta = sum(r.epoch_seconds for r in history) / len(history) * left
-        print(f"epoch {record.epoch}: train ppl {record.train_ppl:.1f}, valid ppl "
-              f"{record.valid_ppl:.1f}, lr {record.lr:.2e}, {record.tokens_per_s:,.0f} "
-              f"tokens/s, {record.epoch_seconds:.0f}s" + (" (best)" if is_best else "")
-              + f" [{stamp()}" + (f"; {left} to go, ETA {duration(eta)}" if left else "")
-              + "]", flush=True)
+        print(epoch_line(trainer, record, is_best), flush=True)
         log_epoch(live, record)
         if is_best:
             save_best()
         resume.save(trainer)
 
-    try:  # SIGTERM too ends up here: run_stage makes it a KeyboardInterrupt
-        if trainer.progress.best_weights is not None:
-            save_best()  # DVC deleted the checkpoint before this resumed run
-        trainer.fit(on_epoch)
-    except KeyboardInterrupt:
-        done = trainer.progress.epoch
-        print("\ntrain: interrupted; " + (
-            f"{done} finished epoch(s) are saved in {resume.path}. Run `dvc repro` again to "
-            "resume." if done else "no epoch had finished, so nothing was saved: `dvc repro` "
-            "starts again."), file=sys.stderr)
-        sys.exit(130)
+    if trainer.progress.best_weights is not None:
+        save_best()  # DVC deleted the checkpoint before this resumed run
+    trainer.fit(on_epoch)
     if trainer.progress.best_weights is None:
         raise LstmlmError("training finished no epoch; nothing to save")
     live.end()
-    resume.remove()
-    p = trainer.progress
-    print(f"train: best valid ppl {perplexity(p.best_valid_loss):.1f} at epoch "
-          f"{p.best_epoch}; checkpoint {args.checkpoint}")
 
 
 def launch_torchrun(nproc: int) -> int:

@@ -62,7 +62,8 @@ ARGS = {
               "--live", "metrics/train", "--resume-dir", "resume"],
     "evaluate": ["--ids", "ids", "--vocab", "vocab.json", "--checkpoint", "model.pt",
                  "--out", "metrics/eval.json"],
-    "sample": ["--vocab", "vocab.json", "--checkpoint", "model.pt", "--out", "metrics/samples.md"],
+    "sample": ["--vocab", "vocab.json", "--checkpoint", "model.pt", "--raw", "raw",
+               "--out", "metrics/samples.md"],
 }
 PIPELINE = ("download", "tokenise", "tensorise", "train", "evaluate", "sample")
 
@@ -588,6 +589,24 @@ def test_signals_stop_with_a_message_and_no_stale_or_damaged_state_is_resumed(ba
     assert epochs_printed(result.stdout) == [1, 2, 3]
     assert read_checkpoint(work / "model.pt")["info"]["epoch"] <= 3
     assert json.loads((work / "metrics/train/metrics.json").read_text())["step"] == 2
+
+
+def test_ctrl_c_before_the_first_epoch_ends_says_nothing_was_saved(base, tmp_path):
+    """The message names no resume state that was never written."""
+    work = project(base, tmp_path / "p", "ids", "vocab.json")
+    write_params(work, train={"batch_size": 1, "bptt": 2})  # an epoch of seconds, not tenths
+    run_ = Watched(start("train", work))
+    run_.wait_for("train: ")
+    end = time.monotonic() + 60
+    while not (work / "metrics" / "train").is_dir():  # dvclive's folder: training starts next
+        assert time.monotonic() < end and run_.proc.poll() is None, run_.lines
+        time.sleep(0.01)
+    run_.proc.send_signal(signal.SIGINT)
+    result = run_.finish()
+    assert result.returncode == 130, show(result)
+    assert "no epoch had finished, so nothing was saved" in result.stderr, show(result)
+    assert "saved in" not in result.stderr and not (work / "resume" / "state.pt").exists()
+    assert not re.search(r"^epoch \d+:", result.stdout, flags=re.M), show(result)
 
 
 # --------------------------------------------------------------------------- divergence
