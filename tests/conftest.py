@@ -69,3 +69,16 @@ def tiny_checkpoint(tmp_path_factory):
                               len(vocab)).eval()
     save_checkpoint(root / "model.pt", model, vocab, {"epoch": 1})
     return root, model, vocab
+
+
+@pytest.fixture
+def tiny_data(tiny_corpus, tmp_path):
+    """The tiny corpus tokenised and tensorised: (vocabulary, train ids, valid ids)."""
+    from lstmlm.data.streams import load_ids
+    from lstmlm.data.tensorise import tensorise_corpus
+    from lstmlm.data.tokenise import tokenise_corpus
+
+    vocab, _ = tokenise_corpus(tiny_corpus, tmp_path / "tok", tmp_path / "v.json",
+                               scheme="wikitext")
+    tensorise_corpus(tmp_path / "tok", vocab, tmp_path / "ids")
+    return vocab, load_ids(tmp_path / "ids", "train"), load_ids(tmp_path / "ids", "valid")

@@ -12,9 +12,7 @@ from lstmlm.core.checkpoint import CheckpointError, save_checkpoint
 from lstmlm.core.loading import load
 from lstmlm.core.machine import cpu_has_bf16
 from lstmlm.core.params import parse_section
-from lstmlm.data.streams import batchify, load_ids
-from lstmlm.data.tensorise import tensorise_corpus
-from lstmlm.data.tokenise import tokenise_corpus
+from lstmlm.data.streams import batchify
 from lstmlm.evaluate.perplexity import evaluate_loss
 from lstmlm.model.config import ModelConfig
 from lstmlm.model.lstm import LSTMLanguageModel
@@ -28,13 +26,6 @@ torch.set_num_threads(1)
 def tiny_model(vocab_size=60, **overrides):
     return LSTMLanguageModel(parse_section("model", {**TINY_MODEL, **overrides}, ModelConfig),
                              vocab_size)
-
-
-@pytest.fixture
-def tiny_data(tiny_corpus, tmp_path):
-    vocab, _ = tokenise_corpus(tiny_corpus, tmp_path / "tok", tmp_path / "v.json", scheme="wikitext")
-    tensorise_corpus(tmp_path / "tok", vocab, tmp_path / "ids")
-    return vocab, load_ids(tmp_path / "ids", "train"), load_ids(tmp_path / "ids", "valid")
 
 
 def make_trainer(tiny_data, model_overrides=None, **train_overrides):

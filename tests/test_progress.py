@@ -21,7 +21,7 @@ from lstmlm.train.schedule import TrainConfig
 from lstmlm.train.trainer import Trainer
 from test_adaptation import krause_rule, zipf_stream
 from test_adaptation import tiny_model as tiny_adaptation_model
-from test_model_training import tiny_data, tiny_model  # noqa: F401 (a fixture)
+from test_model_training import tiny_model
 
 LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (?P<what>.+?): (?P<percent>\d+)% "
                   r"\(step (?P<step>[\d,]+), (?P<done>[\d,]+) of (?P<total>[\d,]+) tokens\), "

@@ -1,6 +1,6 @@
 """This run's figures beside another revision's, in a table a terminal shows whole.
 
-    python tools/compare.py                  # the workspace beside HEAD: what `make pipeline` ends with
+    python tools/compare.py                  # the workspace beside HEAD (`make pipeline`'s end)
     python tools/compare.py --rev main       # beside a branch, a commit or an experiment
     python tools/compare.py --diff main      # `dvc metrics diff main`, less timings and counters
     python tools/compare.py --exps           # `dvc exp show`: the params that differ, the ppls

@@ -109,7 +109,8 @@ def build_report(base: str, rev: str | None, plots_dir: Path, plots_url: str | N
         where = (f"[the run's artifacts]({plots_url}) (`{index.as_posix()}`)" if plots_url
                  else f"`{index.as_posix()}`")
         return (f"Training curves per epoch, `{base}` and `{label}` in one chart per metric: "
-                f"{where}. Open it in a browser, online or not (Vega is inline: tools/vega_template.py).")
+                f"{where}. Open it in a browser, online or not (Vega is inline: "
+                "tools/vega_template.py).")
 
     section("Training curves", plots)
 

@@ -98,7 +98,8 @@ class Reporter:
         eta = f"ETA {self.part + ' ' if self.part else ''}{duration(left)}"
         if run_left is not None:
             eta += f", run {duration(run_left)}"
-        return (f"[{stamp(self.wall_started + now - self.started)}] {self.what}: {100 * self.done // self.total}% (step "
+        when = stamp(self.wall_started + now - self.started)
+        return (f"[{when}] {self.what}: {100 * self.done // self.total}% (step "
                 f"{self.steps:,}, {self.done:,} of {self.total:,} tokens), "
                 f"{duration(now - self.started)} elapsed, {self.rate(now):,.0f} tokens/s"
                 f"{facts}, {eta}")
