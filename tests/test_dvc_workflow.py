@@ -444,6 +444,7 @@ def test_the_offline_template_inlines_the_vega_dvc_asks_for():
     from dvc_render.vega import VegaRenderer
 
     from tools.vega_template import TEMPLATE, VERSIONS
+    from tools.vega_template import page as make_page
 
     wanted = dict(re.findall(r"npm/(vega[\w-]*)@([\d.]+)", VegaRenderer.SCRIPTS))
     assert wanted == VERSIONS, "DVC asks for other versions: run tools/vega_template.py"
@@ -453,6 +454,13 @@ def test_the_offline_template_inlines_the_vega_dvc_asks_for():
     assert "{plot_divs}" in page and "{scripts}" not in page
     assert page.count("<script>") == 3 and "<script src" not in page
     assert 'var e="5.20.2"' in page  # vega's own build
+    # What tools/vega_template.py writes around the three builds it packs.
+    made = make_page({name: f"var {name[-3:]}=1;\n//# sourceMappingURL={name}.min.js.map"
+                      for name in VERSIONS})
+    assert "<script>var ega=1;</script>" in made and "sourceMapping" not in made
+    assert made.count("<script>") == 3 and "{plot_divs}" in made and "{scripts}" not in made
+    with pytest.raises(ValueError, match="cannot be inlined"):
+        make_page({"vega": "s = '</script>'"})
 
 
 class ScriptSources(HTMLParser):

@@ -32,11 +32,6 @@ PAGE = """<!DOCTYPE html>
     <title>DVC Plot</title>
     <!-- {versions}, inline (tools/vega_template.py): the charts draw offline -->
 {scripts}
-    <style>
-        table {{
-            border-spacing: 15px;
-        }}
-    </style>
 </head>
 <body>
     {{plot_divs}}
