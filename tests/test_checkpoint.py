@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -141,6 +142,41 @@ def test_damage_to_the_vocabulary_inside_is_caught(tiny_checkpoint, tmp_path):
         load(tmp_path / "damaged.pt")
 
 
+def self_sharing(levels: int) -> list:
+    """A list holding twice a list holding twice ... : small in memory and in a pickle,
+    2**levels values to anything that walks it."""
+    shared: list = []
+    for _ in range(levels):
+        shared = [shared, shared]
+    return shared
+
+
+@pytest.mark.parametrize("info, needle", [
+    ({"deep": self_sharing(60)}, "more than 1,000 values"),
+    ({"deep": [[[[[[[[[[1]]]]]]]]]]}, "or more than 8 levels"),
+    ({"weights": torch.ones(3)}, "type ndarray that is not plain data"),
+    ({"big": 10**5000}, "type int"),
+    ({"text": "\ud800"}, "type str"),
+    ({1: "a key that is not a string"}, "type dict"),
+])
+def test_metadata_is_plain_bounded_data(tiny_checkpoint, tmp_path, info, needle):
+    """What training writes as metadata (a few numbers) loads as it is, NaN and infinities
+    as None (JSON has neither); metadata that is not plain, bounded data (self-shared
+    60 levels deep, a tensor, an integer JSON cannot write, a lone surrogate) is refused
+    in one line, at once, before the page serves it."""
+    _, model, vocab = tiny_checkpoint
+    save_checkpoint(tmp_path / "fine.pt", model, vocab,
+                    {"epoch": 3, "valid_ppl": float("nan"), "loss": float("inf"), "n": [1.5]})
+    assert load(tmp_path / "fine.pt").info == {"epoch": 3, "valid_ppl": None, "loss": None,
+                                               "n": [1.5]}
+    save_checkpoint(tmp_path / "odd.pt", model, vocab, info)
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match="damaged checkpoint, its metadata") as caught:
+        loading.load_weights(tmp_path / "odd.pt")
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+    assert time.monotonic() - started < 5
+
+
 # --------------------------------------------------------------------------- format 2
 
 
@@ -222,6 +258,20 @@ HOSTILE = {  # case: (make the files -> the child's arguments, the error expecte
     "config claiming far more than its weights": (  # hidden 4096: some 300 MB of LSTM
         lambda root, tmp: ["checkpoint", _altered(root, tmp, hidden=4096)],
         "CheckpointError", "weights do not fit the stored model config"),
+    "vocabulary counts claiming 10**11 elements on one (stride 0)": (
+        lambda root, tmp: ["checkpoint", str(forged_checkpoint(root, tmp / "c.pt",
+                                                               {"counts": (10**11,)}))],
+        "CheckpointError", "stride (0,), offset 0: not contiguous"),
+    "weights of emb = hidden = 100,000 on one element each (stride 0)": (
+        lambda root, tmp: ["checkpoint", stride_zero_model(root, tmp, emb=100_000,
+                                                           hidden=100_000)],
+        "CheckpointError", "not contiguous from the start of its storage"),
+    "weights of hidden 2,000 on one element each (stride 0)": (
+        lambda root, tmp: ["checkpoint", stride_zero_model(root, tmp, hidden=2000)],
+        "CheckpointError", "not contiguous from the start of its storage"),
+    "100 records sharing one payload of 4 MB": (
+        lambda root, tmp: ["checkpoint", str(overlapping_zip(tmp / "o.pt", 100, bytes(4 << 20)))],
+        "CheckpointError", "overlaps the next"),
 }
 
 
@@ -285,22 +335,21 @@ def archive_of(obj, path: Path) -> Path:
     return path
 
 
-def test_the_reader_reads_what_torch_load_reads(tiny_checkpoint, lone, tmp_path):
-    """A real checkpoint and tensors of every dtype, views,
-    strides, offsets and a shared storage: the same values, dtypes and shapes."""
+def test_the_reader_reads_what_our_writer_writes(tiny_checkpoint, lone, tmp_path):
+    """Our own checkpoint, and contiguous tensors of every dtype (a scalar, an empty one,
+    one tensor saved twice, as tied weights are): the same values, dtypes and shapes as
+    torch.load reads."""
     import numpy as np
 
     from lstmlm.core.torch_archive import read_archive
 
-    root, model, vocab = tiny_checkpoint
-    base = torch.arange(24.0).view(4, 6)
-    odd = archive_of({"t": base.t(), "corner": base[1:, 2:], "row": base[2], "same": base,
-                      "scalar": torch.tensor(3), "empty": torch.zeros(0, 3),
-                      "strided": torch.arange(9, dtype=torch.int16)[::2],
-                      **{str(dtype): torch.arange(4).to(dtype) for dtype in (
-                          torch.float64, torch.float32, torch.float16, torch.int64,
-                          torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}},
-                     tmp_path / "odd.pt")
+    tied = torch.arange(24.0).view(4, 6)
+    plain = archive_of({"tied": tied, "again": tied, "scalar": torch.tensor(3),
+                        "empty": torch.zeros(0, 3),
+                        **{str(dtype): torch.arange(4).to(dtype) for dtype in (
+                            torch.float64, torch.float32, torch.float16, torch.int64,
+                            torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}},
+                       tmp_path / "plain.pt")
 
     def compare(ours, theirs, where):
         if isinstance(theirs, torch.Tensor):
@@ -314,9 +363,85 @@ def test_the_reader_reads_what_torch_load_reads(tiny_checkpoint, lone, tmp_path)
         else:
             assert ours == theirs, where
 
-    for path in (lone, odd):
+    for path in (lone, plain):
         with open(path, "rb") as handle:
             compare(read_archive(handle), torch.load(path, weights_only=True), path.name)
+
+
+def overlapping_zip(path: Path, records: int, payload: bytes, wrap=lambda tensors: tensors) -> Path:
+    """A zip that zipfile reads, holding ``wrap(tensors)`` pickled as torch pickles it:
+    ``records`` uint8 tensors, each on a storage record of its own, whose headers lie one
+    after another and whose data each run on to the end of ``payload``: every record
+    shares its bytes with the next."""
+    import io
+    import pickle
+    import struct
+    import zlib
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, value):
+            if isinstance(value, _Storage):
+                return ("storage", getattr(torch, value.kind), value.key, "cpu", value.elements)
+            return None
+
+    def header(name: bytes, data_crc: int, size: int) -> bytes:
+        return struct.pack("<4sHHHHHLLLHH", b"PK\x03\x04", 20, 0, 0, 0, 0, data_crc, size,
+                           size, len(name), 0) + name
+
+    names = [f"archive/data/{k}".encode() for k in range(records)]
+    sizes = [len(payload) + sum(30 + len(n) for n in names[k + 1:]) for k in range(records)]
+    pickled = io.BytesIO()
+    Pickler(pickled, protocol=2).dump(wrap([_Tensor(str(k), n, (n,), (1,), kind="ByteStorage")
+                                            for k, n in enumerate(sizes)]))
+    tail, chain = payload, []  # built from the last record back: each one's data is the rest
+    for name in reversed(names):
+        chain.insert(0, (name, zlib.crc32(tail), len(tail)))
+        tail = header(*chain[0]) + tail
+    out, central = bytearray(), []
+    for name, data in ((b"archive/data.pkl", pickled.getvalue()), (b"archive/byteorder", b"little")):
+        central.append((name, zlib.crc32(data), len(data), len(out)))
+        out += header(name, central[-1][1], len(data)) + data
+    for name, crc, size in chain:
+        central.append((name, crc, size, len(out)))
+        out += header(name, crc, size)
+    out += payload
+    directory = b"".join(struct.pack("<4sHHHHHHLLLHHHHHLL", b"PK\x01\x02", 20, 20, 0, 0, 0, 0,
+                                     crc, size, size, len(name), 0, 0, 0, 0, 0, offset) + name
+                         for name, crc, size, offset in central)
+    end = struct.pack("<4sHHHHLLH", b"PK\x05\x06", 0, 0, len(central), len(central),
+                      len(directory), len(out), 0)
+    path.write_bytes(bytes(out) + directory + end)
+    return path
+
+
+def test_views_strides_offsets_and_overlapping_records_are_refused(tmp_path):
+    """What torch.save writes for views (a transpose, a slice from an offset, a stride of
+    2 or 0, two tensors sharing a storage unequally), and records that overlap: none is
+    what our writer writes, and each is refused in one line."""
+    from lstmlm.core.torch_archive import ArchiveError, read_archive
+
+    base = torch.arange(24.0).view(4, 6)
+    cases = {
+        "transposed": ({"t": base.t()}, "stride (1, 6), offset 0: not contiguous"),
+        "offset": ({"row": base[2]}, "offset 12: not contiguous"),
+        "every other": ({"s": torch.arange(9, dtype=torch.int16)[::2]}, "stride (2,)"),
+        "stride 0": ({"z": torch.zeros(1).expand(1000)}, "stride (0,)"),
+        "a shared storage": ({"all": base, "first rows": base[:2]},
+                             "on a storage of 24 elements: not the whole of it"),
+    }
+    overlapping = overlapping_zip(tmp_path / "overlap.pt", 5, bytes(1000))
+    with zipfile.ZipFile(overlapping) as archive:  # zipfile itself reads every record
+        assert [len(archive.read(f"archive/data/{k}")) for k in range(5)] == \
+            [1000 + 44 * (4 - k) for k in range(5)]
+    paths = {case: archive_of(obj, tmp_path / f"{i}.pt")
+             for i, (case, (obj, _)) in enumerate(cases.items())}
+    paths["overlapping records"] = overlapping
+    messages = {**{case: needle for case, (_, needle) in cases.items()},
+                "overlapping records": "record archive/data/0 overlaps the next"}
+    for case, path in paths.items():
+        with open(path, "rb") as handle, pytest.raises(ArchiveError) as caught:
+            read_archive(handle)
+        assert messages[case] in str(caught.value) and "\n" not in str(caught.value), case
 
 
 def test_the_weights_read_without_torch_are_the_models(tiny_checkpoint, lone):
@@ -331,16 +456,17 @@ def test_the_weights_read_without_torch_are_the_models(tiny_checkpoint, lone):
 
 
 class _Storage:
-    def __init__(self, key: str, elements: int):
-        self.key, self.elements = key, elements
+    def __init__(self, key: str, elements: int, kind: str = "FloatStorage"):
+        self.key, self.elements, self.kind = key, elements, kind
 
 
 class _Tensor:
-    """Pickles as torch.save pickles a float tensor, claiming any size, stride and offset
-    over storage ``key`` of ``elements`` floats."""
+    """Pickles as torch.save pickles a tensor, claiming any size, stride and offset over
+    storage ``key`` of ``elements`` (floats, or another ``kind`` of torch storage)."""
 
-    def __init__(self, key: str, elements: int, size: tuple, stride: tuple, offset: int = 0):
-        self.storage = _Storage(key, elements)
+    def __init__(self, key: str, elements: int, size: tuple, stride: tuple, offset: int = 0,
+                 kind: str = "FloatStorage"):
+        self.storage = _Storage(key, elements, kind)
         self.size, self.stride, self.offset = size, stride, offset
 
     def __reduce__(self):
@@ -372,7 +498,7 @@ def forged_archive(path: Path, obj, storages: dict[str, bytes], *,
     class Pickler(pickle.Pickler):
         def persistent_id(self, value):
             if isinstance(value, _Storage):
-                return ("storage", torch.FloatStorage, value.key, "cpu", value.elements)
+                return ("storage", getattr(torch, value.kind), value.key, "cpu", value.elements)
             return None
 
     buffer = io.BytesIO()
@@ -400,21 +526,48 @@ def test_a_forged_archive_is_read_as_torch_reads_it(tmp_path):
     assert ours.tolist() == floats.view(3, 4).tolist()
 
 
-def hostile_checkpoint(tiny_checkpoint, path: Path, name: str, tensor, storages: dict,
-                       **options) -> Path:
-    """The tiny checkpoint with weight ``name`` replaced by a forged ``tensor``."""
-    root, _, _ = tiny_checkpoint
+def forged_checkpoint(root: Path, path: Path, tensors: dict | None = None,
+                      storages: dict | None = None, options: dict | None = None,
+                      **config) -> Path:
+    """The tiny checkpoint forged (every tensor a _Tensor, as torch.save lays it out), its
+    stored model config changed by ``config``, and the entries of ``tensors`` (a weight's
+    name, or "counts" for the vocabulary's) put in: a _Tensor, or a shape to claim on one
+    element with strides of 0, or None to leave the weight out. ``storages`` adds records,
+    ``options`` go to forged_archive."""
     payload = torch.load(root / "model.pt", weights_only=True)
-    keys = {}
-    for i, (key, value) in enumerate(payload["state_dict"].items()):
-        data = value.contiguous().numpy().tobytes()
-        keys[key] = _Tensor(f"w{i}", value.numel(), tuple(value.shape),
-                            tuple(value.contiguous().stride()))
-        storages.setdefault(f"w{i}", data)
-    keys[name] = tensor
-    payload["state_dict"] = keys
-    payload["vocab"]["counts"] = payload["vocab"]["counts"].tolist()  # (a damaged vocabulary)
-    return forged_archive(path, payload, storages, **options)
+    payload["model_config"].update(config)
+    storages = dict(storages or {})
+
+    def stored(key: str, value: torch.Tensor, kind: str) -> _Tensor:
+        storages.setdefault(key, value.contiguous().numpy().tobytes())
+        return _Tensor(key, value.numel(), tuple(value.shape), tuple(value.contiguous().stride()),
+                       kind=kind)
+
+    weights = {name: stored(f"w{i}", value, "FloatStorage")
+               for i, (name, value) in enumerate(payload["state_dict"].items())}
+    counts = stored("counts", payload["vocab"]["counts"], "LongStorage")
+    for name, tensor in (tensors or {}).items():
+        kind = "LongStorage" if name == "counts" else "FloatStorage"
+        if isinstance(tensor, tuple):  # a shape, on one element of zeros
+            storages[f"zero {name}"] = bytes(8)[:4 if kind == "FloatStorage" else 8]
+            tensor = _Tensor(f"zero {name}", 1, tensor, (0,) * len(tensor), kind=kind)
+        if name == "counts":
+            counts = tensor
+        elif tensor is None:
+            del weights[name]
+        else:
+            weights[name] = tensor
+    payload["state_dict"], payload["vocab"]["counts"] = weights, counts
+    return forged_archive(path, payload, storages, **(options or {}))
+
+
+def stride_zero_model(root: Path, tmp: Path, **config) -> str:
+    """The tiny checkpoint with a config changed by ``config`` and every weight it calls
+    for claimed on one element (strides of 0): a small file claiming any size of model."""
+    stored = torch.load(root / "model.pt", weights_only=True)["model_config"]
+    shapes = ModelConfig(**{**stored, **config}).weight_shapes(44)
+    tensors = {name: shapes.get(name) for name in {*shapes, *ModelConfig(**stored).weight_shapes(44)}}
+    return str(forged_checkpoint(root, tmp / "zero.pt", tensors, **config))
 
 
 @pytest.mark.parametrize("case", ["forbidden global", "storage missing", "shape past its storage",
@@ -432,15 +585,15 @@ def test_hostile_archives_are_refused_before_anything_runs(tiny_checkpoint, tmp_
         "storage missing": (_Tensor("gone", 96 * 24, (96, 24), (24, 1)), {}, {},
                             "lacks its record data/gone"),
         "shape past its storage": (_Tensor("big", 4, (1 << 20, 1 << 20), (1 << 20, 1)),
-                                   {"big": bytes(16)}, {}, "reaches element"),
+                                   {"big": bytes(16)}, {}, "storage of 4 elements: not the whole"),
         "storage shorter than claimed": (_Tensor("short", 96 * 24, (96, 24), (24, 1)),
                                          {"short": bytes(100)}, {}, "holds 100 bytes"),
         "compressed record": (_Tensor("0", 1, (1,), (1,)), {}, {"compression": 8},
                               "is compressed"),
     }
     tensor, storages, options, message = cases[case]
-    path = hostile_checkpoint(tiny_checkpoint, tmp_path / "hostile.pt", weight, tensor,
-                              storages, **options)
+    path = forged_checkpoint(tiny_checkpoint[0], tmp_path / "hostile.pt", {weight: tensor},
+                             storages, options)
     for reader in (load, loading.load_weights):
         with pytest.raises(CheckpointError, match="not a readable checkpoint") as caught:
             reader(path)
