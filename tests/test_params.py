@@ -164,6 +164,54 @@ def test_a_stage_with_a_bad_param_exits_2_and_leaves_outputs_untouched(tmp_path,
     assert not (tmp_path / "tokens").exists()
 
 
+def billion_laughs(levels: int = 9) -> str:
+    """model.cutoffs as a list of ``levels`` lists, each of nine aliases of the one before:
+    9**levels items from a file of 2 KB."""
+    lists = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lists += [f"&l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, levels)]
+    return "model:\n  cutoffs: [" + ", ".join(lists) + "]\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path):
+    """A "billion laughs" params.yaml: the params stage refused it by echoing the value,
+    all 9**9 items of it (hours; at 5 levels a line of 3.8 MB). Aliases are refused as
+    they are read, and any value echoed is shown bounded, however deep or shared."""
+    (tmp_path / "params.yaml").write_text(billion_laughs(), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.params", "--params", str(tmp_path / "params.yaml"),
+         "--conf", str(ROOT / "conf"), "--out", str(tmp_path / "ok")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr[:500]
+    assert "line 2, column 87: an alias (*l0) is not read here" in result.stderr
+
+    from lstmlm.core.errors import shown
+
+    shared: list = [1]
+    for _ in range(60):
+        shared = [shared, shared]
+    assert len(shown(shared)) <= 80 and len(shown({"deep": shared})) <= 80
+
+
+def test_an_unknown_preset_or_an_alias_in_conf_is_one_line(tmp_path, monkeypatch):
+    """`preset: mine` in params.yaml (no conf/preset/mine.yaml) was a 75-line Hydra
+    traceback from the hand-edit check; an alias in conf/ would be expanded by Hydra."""
+    from lstmlm.presets import compose
+    from stages.params import warn_hand_edits
+
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "preset": "mine"}))
+    with pytest.raises(ParamsError) as caught:
+        warn_hand_edits(tmp_path / "params.yaml", ROOT / "conf")
+    assert str(caught.value).startswith("preset: 'mine' is not a preset of ")
+    assert "the presets are: awd, cpu, gpu-fast, seed, wt103" in str(caught.value)
+    conf = shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    with open(conf / "config.yaml", "a", encoding="utf-8") as handle:
+        handle.write("x: &x [1]\ny: *x\n")
+    with pytest.raises(ParamsError, match="an alias \\(\\*x\\) is not read here"):
+        compose(conf_dir=conf)
+
+
 # --------------------------------------------------------------------------- the params stage
 
 

@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from lstmlm.core.errors import LstmlmError, shorten
+from lstmlm.core.errors import LstmlmError, shorten, shown
 from lstmlm.generate.generator import Generator
 from lstmlm.generate.options import SamplingOptions
 from lstmlm.generate.text import Detokeniser
@@ -102,7 +102,7 @@ def _convert(name: str, value: Any) -> Any:
     except (KeyError, ValueError):
         what = {bool: "true or false", int: "an integer", float: "a number"}
         expected = next(what[k] for k in kind if k in what)
-        raise SettingError(name, f"{name}: {text!r} is not allowed; expected {expected}") from None
+        raise SettingError(name, f"{name}: {shown(text)} is not allowed; expected {expected}") from None
 
 
 def _refuse_lone_surrogates(query: dict[str, Any]) -> None:
