@@ -200,6 +200,15 @@ def test_vocabulary_load_rejects_garbage(tmp_path):
         Vocabulary.load(tmp_path / "missing.json")
 
 
+def test_a_word_twice_is_named_with_its_file(tmp_path):
+    (tmp_path / "v.json").write_text('{"format": "lstmlm-vocab/1", "words": ["a", "<unk>", '
+                                     '"<eos>", "a"], "counts": [3, 0, 1, 2]}')
+    with pytest.raises(VocabError) as caught:
+        Vocabulary.load(tmp_path / "v.json")
+    assert str(caught.value) == (f"{tmp_path / 'v.json'}: damaged vocabulary: the vocabulary "
+                                 "holds the word 'a' twice")
+
+
 def test_vocabulary_load_rejects_a_file_without_its_lists(tmp_path):
     (tmp_path / "v.json").write_text('{"format": "lstmlm-vocab/1", "counts": [1]}')
     with pytest.raises(VocabError, match="lacks its words or counts"):

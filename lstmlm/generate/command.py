@@ -159,10 +159,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 def load_generator(args: argparse.Namespace):
     """The checks that come before loading (missing files, before numpy is imported;
-    --threads), then the Generator for --model and --vocab (which never imports torch)."""
-    if not args.model.is_file():
+    --threads), then the Generator for --model and --vocab (which never imports torch).
+    A path that is there but no file (/dev/zero, a directory) is named as what it is when
+    it is opened (core.files.open_regular)."""
+    if not args.model.exists():
         raise LstmlmError(f"{args.model}: checkpoint not found")
-    if args.vocab is not None and not args.vocab.is_file():
+    if args.vocab is not None and not args.vocab.exists():
         raise LstmlmError(f"{args.vocab}: vocabulary file not found")
     from lstmlm.core.threads import cpu_threads, set_process_threads
 
