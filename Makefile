@@ -58,11 +58,11 @@ pipeline: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc metrics show
 
 # Back to the committed results after any number of `dvc exp run`s: params.yaml, dvc.lock
-# and metrics/ as committed at REV (default HEAD), data/ from DVC's cache, else the remote.
-# Code and conf/ edits stay. Nothing is trained.
+# and metrics/ as committed at REV (default HEAD), data/ from DVC's cache, else the remote,
+# else this machine's own run of those params from the run-cache. Uncommitted changes go to
+# `git stash`; code and conf/ edits stay. Nothing is trained (tools/restore.py).
 restore:
-	git restore --source=$(REV) --staged --worktree -- params.yaml dvc.lock metrics
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc checkout --force || PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc pull --force
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tools/restore.py --rev $(REV)
 
 test: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q
