@@ -27,6 +27,15 @@ import pytest
 import torch
 
 from conftest import ROOT
+from helpers_checkpoint import (
+    LOAD_CHILD,
+    Tensor,
+    forged_archive,
+    forged_checkpoint,
+    overlapping_zip,
+    self_sharing,
+    stride_zero_model,
+)
 from lstmlm.core import checkpoint, loading
 from lstmlm.core.checkpoint import CheckpointError, save_checkpoint
 from lstmlm.core.loading import load
@@ -142,15 +151,6 @@ def test_damage_to_the_vocabulary_inside_is_caught(tiny_checkpoint, tmp_path):
         load(tmp_path / "damaged.pt")
 
 
-def self_sharing(levels: int) -> list:
-    """A list holding twice a list holding twice ... : small in memory and in a pickle,
-    2**levels values to anything that walks it."""
-    shared: list = []
-    for _ in range(levels):
-        shared = [shared, shared]
-    return shared
-
-
 @pytest.mark.parametrize("info, needle", [
     ({"deep": self_sharing(60)}, "more than 1,000 values"),
     ({"deep": [[[[[[[[[[1]]]]]]]]]]}, "or more than 8 levels"),
@@ -194,32 +194,8 @@ def test_a_format_2_file_is_refused_without_opening_the_path_it_names(tiny_check
 
 
 # --------------------------------------------------------------------------- hostile files
-
-# Run in a child: load the checkpoint (and vocabulary) named on the command line under an
-# address-space limit of what the child holds after its imports plus 1 GiB; print what
-# happened and how much the resident memory grew meanwhile.
-HOSTILE_CHILD = textwrap.dedent("""
-    import json, resource, sys, time
-    import psutil, torch
-    from lstmlm.core.loading import load
-    from lstmlm.data.vocab import Vocabulary
-    me = psutil.Process()
-    limit = me.memory_info().vms + (1 << 30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
-    before, started = me.memory_info().rss, time.monotonic()
-    what, path, vocab = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None
-    try:
-        load(path, vocab) if what == "checkpoint" else Vocabulary.load(path)
-        outcome = {"error": None, "message": ""}
-    except BaseException as err:
-        outcome = {"error": type(err).__name__, "message": str(err)}
-    # The high-water mark of this process's own memory (ru_maxrss would carry the peak of
-    # the pytest process that forked it across exec).
-    peak = 1024 * int(next(line.split()[1] for line in open("/proc/self/status")
-                           if line.startswith("VmHWM:")))
-    outcome.update(growth=peak - before, seconds=time.monotonic() - started)
-    print(json.dumps(outcome), flush=True)
-""")
+# Each in a child of its own (helpers_checkpoint.LOAD_CHILD) under a limit of 1 GiB more
+# than its imports take: what it did, how long, and how far its memory grew.
 
 
 def _altered(root: Path, tmp: Path, **config) -> str:
@@ -263,11 +239,11 @@ HOSTILE = {  # case: (make the files -> the child's arguments, the error expecte
                                                                {"counts": (10**11,)}))],
         "CheckpointError", "stride (0,), offset 0: not contiguous"),
     "weights of emb = hidden = 100,000 on one element each (stride 0)": (
-        lambda root, tmp: ["checkpoint", stride_zero_model(root, tmp, emb=100_000,
-                                                           hidden=100_000)],
+        lambda root, tmp: ["checkpoint", str(stride_zero_model(root, tmp / "z.pt", emb=100_000,
+                                                               hidden=100_000))],
         "CheckpointError", "not contiguous from the start of its storage"),
     "weights of hidden 2,000 on one element each (stride 0)": (
-        lambda root, tmp: ["checkpoint", stride_zero_model(root, tmp, hidden=2000)],
+        lambda root, tmp: ["checkpoint", str(stride_zero_model(root, tmp / "z.pt", hidden=2000))],
         "CheckpointError", "not contiguous from the start of its storage"),
     "100 records sharing one payload of 4 MB": (
         lambda root, tmp: ["checkpoint", str(overlapping_zip(tmp / "o.pt", 100, bytes(4 << 20)))],
@@ -284,7 +260,7 @@ def hostile_runs(tiny_checkpoint, tmp_path_factory):
     for i, (case, (make, _, _)) in enumerate(HOSTILE.items()):
         tmp = tmp_path_factory.mktemp(f"hostile{i}")
         children[case] = subprocess.Popen(
-            [sys.executable, "-c", HOSTILE_CHILD, *make(root, tmp)], env=env,
+            [sys.executable, "-c", LOAD_CHILD, "1024", *make(root, tmp)], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results, deadline = {}, time.monotonic() + 180
     for case, child in children.items():
@@ -368,52 +344,6 @@ def test_the_reader_reads_what_our_writer_writes(tiny_checkpoint, lone, tmp_path
             compare(read_archive(handle), torch.load(path, weights_only=True), path.name)
 
 
-def overlapping_zip(path: Path, records: int, payload: bytes, wrap=lambda tensors: tensors) -> Path:
-    """A zip that zipfile reads, holding ``wrap(tensors)`` pickled as torch pickles it:
-    ``records`` uint8 tensors, each on a storage record of its own, whose headers lie one
-    after another and whose data each run on to the end of ``payload``: every record
-    shares its bytes with the next."""
-    import io
-    import pickle
-    import struct
-    import zlib
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, value):
-            if isinstance(value, _Storage):
-                return ("storage", getattr(torch, value.kind), value.key, "cpu", value.elements)
-            return None
-
-    def header(name: bytes, data_crc: int, size: int) -> bytes:
-        return struct.pack("<4sHHHHHLLLHH", b"PK\x03\x04", 20, 0, 0, 0, 0, data_crc, size,
-                           size, len(name), 0) + name
-
-    names = [f"archive/data/{k}".encode() for k in range(records)]
-    sizes = [len(payload) + sum(30 + len(n) for n in names[k + 1:]) for k in range(records)]
-    pickled = io.BytesIO()
-    Pickler(pickled, protocol=2).dump(wrap([_Tensor(str(k), n, (n,), (1,), kind="ByteStorage")
-                                            for k, n in enumerate(sizes)]))
-    tail, chain = payload, []  # built from the last record back: each one's data is the rest
-    for name in reversed(names):
-        chain.insert(0, (name, zlib.crc32(tail), len(tail)))
-        tail = header(*chain[0]) + tail
-    out, central = bytearray(), []
-    for name, data in ((b"archive/data.pkl", pickled.getvalue()), (b"archive/byteorder", b"little")):
-        central.append((name, zlib.crc32(data), len(data), len(out)))
-        out += header(name, central[-1][1], len(data)) + data
-    for name, crc, size in chain:
-        central.append((name, crc, size, len(out)))
-        out += header(name, crc, size)
-    out += payload
-    directory = b"".join(struct.pack("<4sHHHHHHLLLHHHHHLL", b"PK\x01\x02", 20, 20, 0, 0, 0, 0,
-                                     crc, size, size, len(name), 0, 0, 0, 0, 0, offset) + name
-                         for name, crc, size, offset in central)
-    end = struct.pack("<4sHHHHLLH", b"PK\x05\x06", 0, 0, len(central), len(central),
-                      len(directory), len(out), 0)
-    path.write_bytes(bytes(out) + directory + end)
-    return path
-
-
 def test_views_strides_offsets_and_overlapping_records_are_refused(tmp_path):
     """What torch.save writes for views (a transpose, a slice from an offset, a stride of
     2 or 0, two tensors sharing a storage unequally), and records that overlap: none is
@@ -455,28 +385,6 @@ def test_the_weights_read_without_torch_are_the_models(tiny_checkpoint, lone):
                                                              state[name]), name
 
 
-class _Storage:
-    def __init__(self, key: str, elements: int, kind: str = "FloatStorage"):
-        self.key, self.elements, self.kind = key, elements, kind
-
-
-class _Tensor:
-    """Pickles as torch.save pickles a tensor, claiming any size, stride and offset over
-    storage ``key`` of ``elements`` (floats, or another ``kind`` of torch storage)."""
-
-    def __init__(self, key: str, elements: int, size: tuple, stride: tuple, offset: int = 0,
-                 kind: str = "FloatStorage"):
-        self.storage = _Storage(key, elements, kind)
-        self.size, self.stride, self.offset = size, stride, offset
-
-    def __reduce__(self):
-        import collections
-
-        return (torch._utils._rebuild_tensor_v2,
-                (self.storage, self.offset, self.size, self.stride, False,
-                 collections.OrderedDict()))
-
-
 class _Command:
     """Unpickled, runs a shell command: what an untrusted file may hold."""
 
@@ -487,36 +395,11 @@ class _Command:
         return (os.system, (self.command,))
 
 
-def forged_archive(path: Path, obj, storages: dict[str, bytes], *,
-                   compression: int = 0) -> Path:
-    """A zip laid out as torch.save lays it out, with ``obj`` pickled as torch pickles
-    (storages as persistent ids) and the ``storages`` given, whatever they hold."""
-    import io
-    import pickle
-    import zipfile
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, value):
-            if isinstance(value, _Storage):
-                return ("storage", getattr(torch, value.kind), value.key, "cpu", value.elements)
-            return None
-
-    buffer = io.BytesIO()
-    Pickler(buffer, protocol=2).dump(obj)
-    with zipfile.ZipFile(path, "w", compression) as archive:
-        archive.writestr("archive/data.pkl", buffer.getvalue())
-        archive.writestr("archive/byteorder", "little")
-        archive.writestr("archive/version", "3\n")
-        for key, data in storages.items():
-            archive.writestr(f"archive/data/{key}", data)
-    return path
-
-
 def test_a_forged_archive_is_read_as_torch_reads_it(tmp_path):
     """The forging helper writes what torch.load reads (so the hostile cases below are
     the format's own, not a helper's mistakes)."""
     floats = torch.arange(12.0)
-    path = forged_archive(tmp_path / "ok.pt", {"w": _Tensor("0", 12, (3, 4), (4, 1), 0)},
+    path = forged_archive(tmp_path / "ok.pt", {"w": Tensor("0", 12, (3, 4), (4, 1), 0)},
                           {"0": floats.numpy().tobytes()})
     from lstmlm.core.torch_archive import read_archive
 
@@ -524,50 +407,6 @@ def test_a_forged_archive_is_read_as_torch_reads_it(tmp_path):
         ours = read_archive(handle)["w"]
     assert torch.equal(torch.load(path, weights_only=True)["w"], floats.view(3, 4))
     assert ours.tolist() == floats.view(3, 4).tolist()
-
-
-def forged_checkpoint(root: Path, path: Path, tensors: dict | None = None,
-                      storages: dict | None = None, options: dict | None = None,
-                      **config) -> Path:
-    """The tiny checkpoint forged (every tensor a _Tensor, as torch.save lays it out), its
-    stored model config changed by ``config``, and the entries of ``tensors`` (a weight's
-    name, or "counts" for the vocabulary's) put in: a _Tensor, or a shape to claim on one
-    element with strides of 0, or None to leave the weight out. ``storages`` adds records,
-    ``options`` go to forged_archive."""
-    payload = torch.load(root / "model.pt", weights_only=True)
-    payload["model_config"].update(config)
-    storages = dict(storages or {})
-
-    def stored(key: str, value: torch.Tensor, kind: str) -> _Tensor:
-        storages.setdefault(key, value.contiguous().numpy().tobytes())
-        return _Tensor(key, value.numel(), tuple(value.shape), tuple(value.contiguous().stride()),
-                       kind=kind)
-
-    weights = {name: stored(f"w{i}", value, "FloatStorage")
-               for i, (name, value) in enumerate(payload["state_dict"].items())}
-    counts = stored("counts", payload["vocab"]["counts"], "LongStorage")
-    for name, tensor in (tensors or {}).items():
-        kind = "LongStorage" if name == "counts" else "FloatStorage"
-        if isinstance(tensor, tuple):  # a shape, on one element of zeros
-            storages[f"zero {name}"] = bytes(8)[:4 if kind == "FloatStorage" else 8]
-            tensor = _Tensor(f"zero {name}", 1, tensor, (0,) * len(tensor), kind=kind)
-        if name == "counts":
-            counts = tensor
-        elif tensor is None:
-            del weights[name]
-        else:
-            weights[name] = tensor
-    payload["state_dict"], payload["vocab"]["counts"] = weights, counts
-    return forged_archive(path, payload, storages, **(options or {}))
-
-
-def stride_zero_model(root: Path, tmp: Path, **config) -> str:
-    """The tiny checkpoint with a config changed by ``config`` and every weight it calls
-    for claimed on one element (strides of 0): a small file claiming any size of model."""
-    stored = torch.load(root / "model.pt", weights_only=True)["model_config"]
-    shapes = ModelConfig(**{**stored, **config}).weight_shapes(44)
-    tensors = {name: shapes.get(name) for name in {*shapes, *ModelConfig(**stored).weight_shapes(44)}}
-    return str(forged_checkpoint(root, tmp / "zero.pt", tensors, **config))
 
 
 @pytest.mark.parametrize("case", ["forbidden global", "storage missing", "shape past its storage",
@@ -582,13 +421,13 @@ def test_hostile_archives_are_refused_before_anything_runs(tiny_checkpoint, tmp_
     cases = {
         "forbidden global": (_Command(f"touch {marker}"), {}, {},
                              "holds a Python object (posix.system)"),
-        "storage missing": (_Tensor("gone", 96 * 24, (96, 24), (24, 1)), {}, {},
+        "storage missing": (Tensor("gone", 96 * 24, (96, 24), (24, 1)), {}, {},
                             "lacks its record data/gone"),
-        "shape past its storage": (_Tensor("big", 4, (1 << 20, 1 << 20), (1 << 20, 1)),
+        "shape past its storage": (Tensor("big", 4, (1 << 20, 1 << 20), (1 << 20, 1)),
                                    {"big": bytes(16)}, {}, "storage of 4 elements: not the whole"),
-        "storage shorter than claimed": (_Tensor("short", 96 * 24, (96, 24), (24, 1)),
+        "storage shorter than claimed": (Tensor("short", 96 * 24, (96, 24), (24, 1)),
                                          {"short": bytes(100)}, {}, "holds 100 bytes"),
-        "compressed record": (_Tensor("0", 1, (1,), (1,)), {}, {"compression": 8},
+        "compressed record": (Tensor("0", 1, (1,), (1,)), {}, {"compression": 8},
                               "is compressed"),
     }
     tensor, storages, options, message = cases[case]
