@@ -71,8 +71,8 @@ test-fast: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -m "not slow"
 
 # Benchmarks on the real data (minutes, not a test). repro_speed and dynamic_grid need
-# `make pipeline` first.
-bench: $(STAMP)
+# `make pipeline` first; hostile_input takes `--before REV` for a revision's figures beside.
+bench: $(STAMP) $(SERVE_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_scale.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/train_speed.py
@@ -80,6 +80,7 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/repro_speed.py
 	-PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/pull_speed.py  # needs a remote: skipped without
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/dynamic_grid.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/hostile_input.py
 
 clean:
 	rm -rf $(VENV)

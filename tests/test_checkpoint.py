@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from helpers_checkpoint import (
+from helpers_hostile import (
     LOAD_CHILD,
     Tensor,
     forged_archive,
@@ -194,7 +194,7 @@ def test_a_format_2_file_is_refused_without_opening_the_path_it_names(tiny_check
 
 
 # --------------------------------------------------------------------------- hostile files
-# Each in a child of its own (helpers_checkpoint.LOAD_CHILD) under a limit of 1 GiB more
+# Each in a child of its own (helpers_hostile.LOAD_CHILD) under a limit of 1 GiB more
 # than its imports take: what it did, how long, and how far its memory grew.
 
 

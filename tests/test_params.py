@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers_hostile import billion_laughs, self_sharing
 
 from lstmlm.core.params import ParamsError, parse_section, read_params
 from lstmlm.data.tokenise import TokeniseConfig
@@ -164,14 +165,6 @@ def test_a_stage_with_a_bad_param_exits_2_and_leaves_outputs_untouched(tmp_path,
     assert not (tmp_path / "tokens").exists()
 
 
-def billion_laughs(levels: int = 9) -> str:
-    """model.cutoffs as a list of ``levels`` lists, each of nine aliases of the one before:
-    9**levels items from a file of 2 KB."""
-    lists = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    lists += [f"&l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, levels)]
-    return "model:\n  cutoffs: [" + ", ".join(lists) + "]\n"
-
-
 def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path):
     """A "billion laughs" params.yaml: the params stage refused it by echoing the value,
     all 9**9 items of it (hours; at 5 levels a line of 3.8 MB). Aliases are refused as
@@ -186,9 +179,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path):
 
     from lstmlm.core.errors import shown
 
-    shared: list = [1]
-    for _ in range(60):
-        shared = [shared, shared]
+    shared = self_sharing(60)
     assert len(shown(shared)) <= 80 and len(shown({"deep": shared})) <= 80
 
 

@@ -223,7 +223,7 @@ def test_the_checkpoint_metadata_is_served_as_json_or_refused_at_start(tiny_chec
     """NaN in the metadata is served as null (JSON has no NaN: Starlette gave a 500); a
     structure shared with itself 60 levels deep (2**60 values to walk: /api/info and the
     page, which fetches it, hung, and Ctrl-C with them) stops the command in one line."""
-    from helpers_checkpoint import self_sharing
+    from helpers_hostile import self_sharing
 
     from lstmlm.core.checkpoint import save_checkpoint
 

@@ -118,9 +118,9 @@ def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
                 text = decoder.decode(raw, final=not raw)
                 if "\x00" in text:
                     raise _nul(str(path), handle.tell() - len(raw) + raw.find(0), CorpusError)
-                cut = text.rfind("\n") + 1
-                if not cut and held + len(text) > chunk:  # a long line: on after a space
-                    cut = _cut_after_space(text)
+                # A chunk without a line end is in a line longer than a chunk: it is cut
+                # after a space, so that a block never holds much more than a chunk.
+                cut = text.rfind("\n") + 1 or _cut_after_space(text)
                 if cut:
                     block = "".join(pending) + text[:cut]
                     yield block if text[cut - 1] == "\n" else Piece(block)

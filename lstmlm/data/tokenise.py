@@ -77,7 +77,7 @@ def _tokenise_block(block: str, scheme: str,
         tokens = SCHEMES[scheme](block)
         if counter is not None:
             counter.update(tokens)
-        return "".join(token + " " for token in tokens), 0, len(tokens)
+        return " ".join(tokens) + " " if tokens else "", 0, len(tokens)
     if scheme == "wikitext":
         words = block.split()
         if _is_canonical_wikitext(block, words):

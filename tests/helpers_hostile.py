@@ -1,7 +1,7 @@
-"""Checkpoints as a hostile file lays them out, for tests/test_checkpoint.py and
-bench/hostile_input.py: tensors forged as torch.save pickles them (any size, stride,
-offset or storage), whole forged checkpoints, zip records that overlap, metadata shared
-with itself; and the child that loads a file under a memory limit and reports its peak.
+"""Hostile input, for the tests and bench/hostile_input.py: checkpoints as a hostile file
+lays them out (tensors forged as torch.save pickles them, of any size, stride, offset or
+storage; zip records that overlap; metadata shared with itself), the child that loads a
+file under a memory limit and reports its peak, and a YAML alias bomb.
 """
 
 from __future__ import annotations
@@ -186,3 +186,11 @@ def self_sharing(levels: int) -> list:
     for _ in range(levels):
         shared = [shared, shared]
     return shared
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """params.yaml whose model.cutoffs are ``levels`` lists, each of nine aliases of the
+    one before: 9**levels items from a file of 2 KB."""
+    lists = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lists += [f"&l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, levels)]
+    return "model:\n  cutoffs: [" + ", ".join(lists) + "]\n"
