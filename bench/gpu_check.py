@@ -163,7 +163,7 @@ def build(params_path: str, data, device: torch.device, **train_overrides) -> Tr
     config = dataclasses.replace(params["train"], device=device.type, **train_overrides)
     set_precision(config.precision)
     torch.manual_seed(config.seed)
-    model = LSTMLanguageModel(params["model"], vocab_size)
+    model = LSTMLanguageModel(params["model"].for_vocab(vocab_size), vocab_size)
     return Trainer(model, train_ids, valid_ids, config, device, progress_bar=False)
 
 

@@ -7,8 +7,10 @@ Prints, in one run and on the same machine:
      (preset cpu) and for the seed notebook's configuration (preset seed);
   2. tokens/s of pytorch/examples' 2x200 tied LSTM with a full softmax against the same
      model with adaptive softmax (target: >= 3x);
-  3. the default model's achieved training FLOP/s as a fraction of this machine's
-     measured fp32 matmul peak (target: >= 50%).
+  3. the old default model's (39de3af's preset cpu: 1x512, batch 32 x 70) tokens/s and
+     training FLOP/s, as a share of this machine's measured matmul peak in the precision
+     the run used (bf16 where the CPU has bfloat16 instructions, else fp32), both peaks
+     shown; then the same for today's default, when it differs.
 
 FLOPs are counted analytically (matmuls only; backward = 2x forward), with the adaptive
 softmax tails weighted by how often their words occur as targets.
@@ -48,17 +50,26 @@ SMALL_2X200 = {"emb": 200, "hidden": 200, "layers": 2, "output_dropout": 0.2,
                "input_dropout": 0.2, "layer_dropout": 0.2, "word_dropout": 0.0}
 
 
-def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
-    """The model and train sections of a recipe in conf/preset/."""
-    params = compose(name, conf_dir=ROOT / "conf")
+# The default of 39de3af (before issue 28), whatever conf/ says today: the speed target's
+# model.
+OLD_DEFAULT = ["model.emb=256", "model.hidden=512", "model.layers=1", "model.tie_weights=true",
+               "model.output=adaptive", "train.batch_size=32", "train.bptt=70", "train.lr=0.003",
+               "train.optimizer=adam", "train.clip=0.25", "train.averaging=swa",
+               "train.epochs=8", "train.nproc=1", "train.threads=0"]
+
+
+def preset(name: str, overrides: list[str] | tuple = ()) -> tuple[ModelConfig, TrainConfig]:
+    """The model and train sections of a recipe in conf/preset/, with Hydra overrides."""
+    params = compose(name, list(overrides), conf_dir=ROOT / "conf")
     return (parse_section("model", params["model"], ModelConfig),
             parse_section("train", params["train"], TrainConfig))
 
 
-def matmul_peak_gflops(threads: int, n: int = 2048, repeat: int = 10) -> float:
-    """Best fp32 GFLOP/s of a square matmul: the machine's practical peak."""
+def matmul_peak_gflops(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048,
+                       repeat: int = 10) -> float:
+    """Best GFLOP/s of a square matmul in ``dtype``: the machine's practical peak."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     best = float("inf")
     for _ in range(3):
         a @ b
@@ -70,8 +81,9 @@ def matmul_peak_gflops(threads: int, n: int = 2048, repeat: int = 10) -> float:
 
 
 def training_flops_per_token(config: ModelConfig, vocab_size: int, targets: np.ndarray) -> float:
-    """Matmul FLOPs to train on one token (forward + backward = 3x forward)."""
-    c = config.for_vocab(vocab_size)  # the cutoffs as word counts
+    """Matmul FLOPs to train on one token (forward + backward = 3x forward); ``config``
+    sized for the vocabulary."""
+    c = config
     forward = 0.0
     for layer in range(c.layers):
         n_in = c.emb if layer == 0 else c.hidden
@@ -110,6 +122,7 @@ def run_budget(name: str, config: ModelConfig, train_config: TrainConfig, data,
     train_config = dataclasses.replace(train_config, epochs=1000, max_minutes=0.0,
                                        early_stop_patience=1000)
     torch.manual_seed(train_config.seed)
+    config = config.for_vocab(vocab_size)
     trainer = Trainer(LSTMLanguageModel(config, vocab_size), train_ids, valid_ids,
                       train_config, torch.device("cpu"), progress_bar=False)
     started = time.perf_counter()
@@ -124,7 +137,8 @@ def run_budget(name: str, config: ModelConfig, train_config: TrainConfig, data,
     print(f"  {name:<28} {tokens / train_seconds:>9,.0f} tokens/s   valid ppl {ppl:8.1f}   "
           f"({tokens:,} tokens, {time.perf_counter() - started:.0f} s incl. validation)",
           flush=True)
-    return {"tokens_per_s": tokens / train_seconds, "ppl": ppl, "config": config}
+    return {"tokens_per_s": tokens / train_seconds, "ppl": ppl, "config": config,
+            "precision": trainer.precision}
 
 
 def main() -> None:
@@ -160,14 +174,23 @@ def main() -> None:
         print(f"  adaptive / full: {adaptive['tokens_per_s'] / full['tokens_per_s']:.1f}x "
               "(target >= 3x)")
 
-        print(f"\n3. default model: achieved training FLOP/s ({args.probe_seconds:g} s)")
-        result = run_budget("default params", default_model, default_train, data,
-                            args.probe_seconds)
-        flops = (training_flops_per_token(result["config"], data[2], data[0])
-                 * result["tokens_per_s"])
-        peak = matmul_peak_gflops(threads)
-        print(f"  {flops / 1e9:.1f} GFLOP/s achieved; fp32 matmul peak {peak:.1f} GFLOP/s; "
-              f"{100 * flops / 1e9 / peak:.0f}% of peak (target >= 50%)")
+        peaks = {"fp32": matmul_peak_gflops(threads), "bf16": matmul_peak_gflops(
+            threads, torch.bfloat16)}
+        print(f"\n3. matmul peaks: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} "
+              "GFLOP/s (2048 x 2048, best of 3)")
+        for label, overrides in (("old default (39de3af)", OLD_DEFAULT), ("default today", [])):
+            model, train = preset("cpu", overrides)
+            if label == "default today" and (model, train) == preset("cpu", OLD_DEFAULT):
+                break
+            print(f"  {label}: training FLOP/s ({args.probe_seconds:g} s)")
+            result = run_budget(label, model, train, data, args.probe_seconds)
+            flops = (training_flops_per_token(result["config"], data[2], data[0])
+                     * result["tokens_per_s"]) / 1e9
+            used = "bf16" if result["precision"].startswith("bf16") else "fp32"
+            print(f"  {flops:.1f} GFLOP/s achieved in {result['precision']}: "
+                  f"{100 * flops / peaks[used]:.0f}% of the {used} peak (fp32 peak: "
+                  f"{100 * flops / peaks['fp32']:.0f}%, bf16 peak: "
+                  f"{100 * flops / peaks['bf16']:.0f}%)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import TINY_MODEL, TINY_TRAIN
 from lstmlm.core.checkpoint import CheckpointError, save_checkpoint
@@ -276,7 +277,7 @@ def test_loss_and_validation_are_fp32_whatever_the_autocast_setting(tiny_data):
     assert torch.allclose(loss, model.loss(low.features.float(), ids[1:]), atol=1e-6)
 
 
-@pytest.mark.parametrize("precision", ["tf32", "fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["tf32", "fp32", "bf16", "bf16-all"])
 def test_a_training_step_keeps_loss_and_gradients_in_fp32(tiny_data, precision):
     from lstmlm.core.machine import set_precision
 
@@ -291,9 +292,51 @@ def test_a_training_step_keeps_loss_and_gradients_in_fp32(tiny_data, precision):
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     # bf16: the LSTMs ran in bfloat16 where the CPU has bfloat16 instructions (their state
     # comes out so); otherwise fp32 throughout.
-    low = torch.bfloat16 if precision == "bf16" and cpu_has_bf16() else torch.float32
+    low = torch.bfloat16 if precision.startswith("bf16") and cpu_has_bf16() else torch.float32
     assert all(h.dtype == low and c.dtype == low for h, c in state)
     set_precision("tf32")
+
+
+# The output layer with its products in bf16 (precision bf16-all): a model whose features
+# make every cluster of the adaptive softmax likely, targets in each band.
+def output_layer_case(output: str):
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(ModelConfig(emb=32, hidden=48, layers=1, output=output,
+                                          tie_weights=False, cutoffs=[20, 60]), 200)
+    features = torch.randn(35, 8, 48, requires_grad=True)
+    targets = torch.cat([torch.randint(lo, hi, (35 * 8 // 4,)) for lo, hi in
+                         ((0, 20), (0, 20), (20, 60), (60, 200))]).view(35, 8)
+    return model, features, targets
+
+
+@pytest.mark.parametrize("output", ["adaptive", "full"])
+def test_the_bf16_output_layer_loss_matches_fp32(output):
+    """Products in bf16, log-softmax and loss in fp32: the loss within 1e-3 relative of
+    the fp32 one (measured: about 1e-5), and fp32 gives torch's own numbers to the bit."""
+    model, features, targets = output_layer_case(output)
+    fp32 = model.loss(features, targets)
+    bf16 = model.loss(features, targets, bf16=True)
+    assert fp32.dtype == bf16.dtype == torch.float32
+    assert bf16.item() == pytest.approx(fp32.item(), rel=1e-3)
+    assert bf16.item() != fp32.item()  # the products really ran in bf16
+    flat = features.reshape(-1, 48)
+    if output == "adaptive":
+        assert torch.equal(fp32, model.decoder(flat, targets.reshape(-1)).loss)
+    else:
+        assert torch.equal(fp32, F.cross_entropy(model.decoder(flat), targets.reshape(-1)))
+
+
+@pytest.mark.parametrize("output", ["adaptive", "full"])
+def test_the_bf16_output_layer_passes_gradients_to_every_weight(output):
+    model, features, targets = output_layer_case(output)
+    model.loss(features, targets, bf16=True).backward()
+    grads = {name: p.grad for name, p in model.decoder.named_parameters()}
+    grads["features"] = features.grad
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all()
+               and g.abs().sum() > 0 for g in grads.values()), {
+        name: None if g is None else float(g.abs().sum()) for name, g in grads.items()}
+    if output == "adaptive":  # the head and both clusters' two products
+        assert len(grads) == 6
 
 
 def test_auto_precision_is_bf16_only_on_a_cpu_with_bfloat16_instructions(monkeypatch):
@@ -338,7 +381,7 @@ def test_ar_and_tar_add_their_defined_penalties_to_the_objective():
     assert torch.allclose(activation_penalty(out, config), expected)
     assert not torch.equal(out.top, out.top_dropped)  # AR reads the dropped output
     torch.manual_seed(0)
-    loss, objective, _ = LossForward(model, config, bf16=False)(ids, ids, None)
+    loss, objective, _ = LossForward(model, config, "fp32")(ids, ids, None)
     assert torch.allclose(objective - loss, expected, rtol=1e-4)
     off = parse_section("train", TINY_TRAIN, TrainConfig)
     assert activation_penalty(out, off) == 0.0
@@ -399,6 +442,27 @@ def test_swa_averages_every_step_from_its_share_of_the_epochs_on(tiny_data):
     assert int(trainer.average.n_averaged) == len(snapshots)
     assert torch.allclose(trainer.eval_model.encoder.weight, torch.stack(snapshots).mean(0),
                           atol=1e-6)
+
+
+def test_the_foreach_average_is_torchs_average(tiny_data):
+    """UniformAverage (one foreach lerp) against torch's AveragedModel: the same average
+    to float32 rounding, the same state_dict, so resume states load either way."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from lstmlm.train.trainer import UniformAverage
+
+    model = make_trainer(tiny_data, epochs=1).model
+    ours, torchs = UniformAverage(model, use_buffers=True), AveragedModel(model, use_buffers=True)
+    for _ in range(4):
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(torch.randn_like(param))
+        ours.update_parameters(model)
+        torchs.update_parameters(model)
+    assert ours.state_dict().keys() == torchs.state_dict().keys()
+    for name, value in ours.state_dict().items():
+        assert torch.allclose(value, torchs.state_dict()[name], atol=1e-6), name
+    assert int(ours.n_averaged) == 4
 
 
 def test_ntasgd_resumes_with_its_average(tiny_data):

@@ -82,12 +82,40 @@ def adaptive_input(softmax: nn.AdaptiveLogSoftmaxWithLoss, ids: torch.Tensor) ->
 
 
 def _in_fp32(method):
-    """Run an output-layer method on fp32 features with autocast switched off."""
+    """Run an output-layer method on fp32 features with autocast switched off, unless it
+    is asked for bf16 products (``bf16=True``): then they run under bf16 autocast and only
+    the log-softmax and what follows are fp32."""
     @functools.wraps(method)
-    def wrapper(self, features: torch.Tensor, *args):
-        with torch.autocast(features.device.type, enabled=False):
-            return method(self, features.float(), *args)
+    def wrapper(self, features: torch.Tensor, *args, bf16: bool = False):
+        device = features.device.type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            return method(self, features if bf16 else features.float(), *args)
     return wrapper
+
+
+def adaptive_target_log_probs(softmax: nn.AdaptiveLogSoftmaxWithLoss, flat: torch.Tensor,
+                              targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) of each row of features flat (N, D), targets (N,): what
+    nn.AdaptiveLogSoftmaxWithLoss(flat, targets).output computes, op for op (so fp32 gives
+    the same bits), with each product's result made fp32 before its log-softmax: the
+    products may run in bf16 under autocast, the normalisation never does."""
+    output = flat.new_zeros(targets.size(0), dtype=torch.float32)
+    gather = targets.new_empty(targets.size(0))
+    bounds = [0, *softmax.cutoffs]
+    for i, (low, high) in enumerate(zip(bounds, bounds[1:])):
+        mask = (targets >= low) & (targets < high)
+        rows = mask.nonzero().squeeze()
+        if rows.numel() == 0:
+            continue
+        if i == 0:
+            gather.index_copy_(0, rows, targets[mask])
+            continue
+        logits = softmax.tail[i - 1](flat.index_select(0, rows)).float()
+        gather.index_fill_(0, rows, softmax.shortlist_size + i - 1)
+        local = F.log_softmax(logits, dim=1).gather(1, (targets[mask] - low).unsqueeze(1))
+        output.index_copy_(0, rows, local.squeeze(1))
+    head = F.log_softmax(softmax.head(flat).float(), dim=1)
+    return output + head.gather(1, gather.unsqueeze(1)).squeeze(1)
 
 
 class LSTMLanguageModel(nn.Module):
@@ -211,9 +239,10 @@ class LSTMLanguageModel(nn.Module):
 
     # ------------------------------------------------------------------ output layer
 
-    # The output layer always runs in fp32, outside any autocast region (``_in_fp32``): its
-    # logits and log-softmax are where low precision costs the most (a loss of ~5 nats in
-    # bf16 keeps two significant digits), and validation picks the checkpoint on them.
+    # The output layer's log-softmax and loss always run in fp32, outside any autocast
+    # region (``_in_fp32``): a loss of ~5 nats in bf16 keeps two significant digits, and
+    # validation picks the checkpoint on it. Its matrix products may run in bf16 when the
+    # caller asks (``bf16=True``: training with precision bf16-output).
 
     @_in_fp32
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -221,8 +250,8 @@ class LSTMLanguageModel(nn.Module):
         (T, B, D)."""
         flat, targets = features.reshape(-1, features.size(-1)), targets.reshape(-1)
         if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
-            return self.decoder(flat, targets).loss
-        return F.cross_entropy(self.decoder(flat), targets)
+            return -adaptive_target_log_probs(self.decoder, flat, targets).mean()
+        return F.cross_entropy(self.decoder(flat).float(), targets)
 
     @_in_fp32
     def target_log_probs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -230,9 +259,10 @@ class LSTMLanguageModel(nn.Module):
         target's cluster is computed, never the full distribution."""
         flat = features.reshape(-1, features.size(-1))
         if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
-            out = self.decoder(flat, targets.reshape(-1)).output
+            out = adaptive_target_log_probs(self.decoder, flat, targets.reshape(-1))
         else:
-            out = -F.cross_entropy(self.decoder(flat), targets.reshape(-1), reduction="none")
+            out = -F.cross_entropy(self.decoder(flat).float(), targets.reshape(-1),
+                                   reduction="none")
         return out.reshape(targets.shape)
 
     @_in_fp32

@@ -50,10 +50,12 @@ class TrainConfig:
     max_minutes: float = spec(0.0, low=0.0, doc="wall-clock budget; 0 means none")
     seed: int = spec(1234, low=0, high=2**63 - 1)
     device: str = spec("auto", choices=("auto", "cpu", "cuda"))
-    precision: str = spec("auto", choices=("auto", "tf32", "fp32", "bf16"),
+    precision: str = spec("auto", choices=("auto", "tf32", "fp32", "bf16", "bf16-all"),
                           doc="tf32: TensorFloat-32 matrix products on CUDA (fp32 on a CPU); "
-                          "bf16: also bfloat16 autocast for the model's body (on a CPU the "
-                          "LSTMs too; the loss stays fp32); auto: bf16 on a CPU with "
+                          "bf16: also bfloat16 autocast for the model's body (on a CPU with "
+                          "bfloat16 instructions the LSTMs too; the output layer stays fp32); "
+                          "bf16-all: the output layer's products in bf16 too, its "
+                          "log-softmax and the loss in fp32; auto: bf16 on a CPU with "
                           "bfloat16 instructions (AVX512-BF16 or AMX), else tf32")
     threads: int = spec(0, low=0, doc="CPU threads; 0 uses every core")
     nproc: int = spec(1, low=1, doc="processes under torchrun")

@@ -91,16 +91,18 @@ class LossForward(nn.Module):
     uses (the adaptive softmax's tail clusters are skipped when no target falls in them).
     The objective adds AR/TAR to the loss; the loss alone is what is reported."""
 
-    def __init__(self, model: LSTMLanguageModel, config: TrainConfig, bf16: bool):
+    def __init__(self, model: LSTMLanguageModel, config: TrainConfig, precision: str):
         super().__init__()
-        self.model, self.config, self.bf16 = model, config, bf16
+        self.model, self.config = model, config
+        self.bf16, self.bf16_output = precision in ("bf16", "bf16-all"), precision == "bf16-all"
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, state: State):
         # bf16: the embedding, LSTMs and dropouts under bfloat16 autocast (weights and
-        # optimiser stay fp32); the loss always leaves it (model.loss).
+        # optimiser stay fp32); bf16-all: the output layer's products too. The log-softmax
+        # and the loss are always fp32 (model.loss).
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(inputs, state)
-        loss = self.model.loss(out.features, targets)
+        loss = self.model.loss(out.features, targets, bf16=self.bf16_output)
         return loss, loss + activation_penalty(out, self.config), out.state
 
 
@@ -155,7 +157,7 @@ class Trainer:
         self.train_data, self.valid_data = split_streams(
             train_ids, valid_ids, config.batch_size, rank, world_size, device)
         self.precision = resolve_precision(config.precision, device)
-        self.net = wrap_model(LossForward(self.model, config, self.precision == "bf16"),
+        self.net = wrap_model(LossForward(self.model, config, self.precision),
                               device, world_size)
         self.progress_bar = progress_bar and rank == 0
         self.optimizer = make_optimizer(model, config)
@@ -285,7 +287,7 @@ class Trainer:
 
     def start_averaging(self) -> None:
         """From now on keep a uniform average of the weights after every step."""
-        self.average = torch.optim.swa_utils.AveragedModel(self.model, use_buffers=True)
+        self.average = UniformAverage(self.model, use_buffers=True)
 
     def start_swa_if_due(self, row: int) -> None:
         """averaging swa: start the average at train.average_from of the epochs."""
@@ -344,6 +346,22 @@ class Trainer:
         version, internal, gauss = state["python_rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.progress = Progress.from_dict(state["progress"])
+
+
+class UniformAverage(torch.optim.swa_utils.AveragedModel):
+    """torch's AveragedModel (the same state_dict, the average in ``.module``), updated by
+    one foreach lerp over all weights: off CUDA, torch's own update loops over them with
+    temporaries, a cost the last quarter of every default run pays each step."""
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        mine = [*self.module.parameters(), *self.module.buffers()]
+        theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        if self.n_averaged == 0:
+            torch._foreach_copy_(mine, theirs)
+        else:  # avg + (w - avg) / (n + 1): the uniform average of the n + 1 weights seen
+            torch._foreach_lerp_(mine, theirs, 1.0 / (int(self.n_averaged) + 1))
+        self.n_averaged += 1
 
 
 def split_streams(train_ids: np.ndarray, valid_ids: np.ndarray, batch_size: int, rank: int,
