@@ -129,6 +129,11 @@ def test_text_blocks_hold_the_lines_of_the_whole_text(tmp_path):
     with pytest.raises(CorpusError, match="not UTF-8"):
         path.write_bytes(b"ok\ncaf\xe9\n")
         list(iter_text_blocks(path))
+    path.write_text("a " + "x" * 200 + "\n")  # no space where a long line could be cut
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(corpus, "MAX_RUN_CHARS", 100)
+        with pytest.raises(CorpusError, match="a line runs more than 100 characters without"):
+            list(iter_text_blocks(path, chunk_bytes=16))
 
 
 def test_small_blocks_write_the_same_files_as_np_save(tiny_corpus, tmp_path, monkeypatch):
