@@ -20,13 +20,13 @@ import torch
 from lstmlm.model.config import ModelConfig
 
 # Run in a child: `LIMIT_MIB checkpoint|vocabulary PATH [VOCAB]` loads the checkpoint (and
-# vocabulary) or the vocabulary under an address-space limit of what the child holds after
-# its imports plus LIMIT_MIB; prints what happened, the time it took and how much the
-# resident memory grew meanwhile.
+# vocabulary) as the command and the page do (without torch), or the vocabulary, under an
+# address-space limit of what the child holds after its imports plus LIMIT_MIB; prints what
+# happened, the time it took and how much the resident memory grew meanwhile.
 LOAD_CHILD = textwrap.dedent("""
     import json, resource, sys, time
-    import psutil, torch
-    from lstmlm.core.loading import load
+    import psutil
+    from lstmlm.core.loading import load_weights as load
     from lstmlm.data.vocab import Vocabulary
     me = psutil.Process()
     limit = me.memory_info().vms + (int(sys.argv[1]) << 20)
