@@ -101,13 +101,34 @@ def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
     cut after a space or tab and the last followed by more of the line, so that memory
     follows the chunk, not the longest line.
     """
-    chunk = chunk_bytes or CHUNK_BYTES
-    start, end = span if span is not None else (0, None)
+    pending: list[str] = []  # pieces of a line that has not ended yet
+    held = 0  # their characters
+    for text in _decoded(path, chunk_bytes or CHUNK_BYTES, span or (0, None)):
+        # A chunk without a line end is in a line longer than a chunk: it is cut after a
+        # space, so that a block never holds much more than a chunk.
+        cut = text.rfind("\n") + 1 or _cut_after_space(text)
+        if cut:
+            block = "".join(pending) + text[:cut]
+            yield block if text[cut - 1] == "\n" else Piece(block)
+            pending, held = [text[cut:]], len(text) - cut
+        else:
+            pending.append(text)
+            held += len(text)
+            if held > MAX_RUN_CHARS:
+                raise CorpusError(f"{path}: a line runs more than {MAX_RUN_CHARS:,} "
+                                  "characters without a space: not text")
+    if rest := "".join(pending):
+        yield rest
+
+
+def _decoded(path: Path, chunk: int, span: tuple[int, int | None]) -> Iterator[str]:
+    """The bytes ``span`` of ``path`` (end None: to the end), read ``chunk`` at a time and
+    decoded as UTF-8 with universal newlines, the last piece empty; CorpusError if they
+    are not UTF-8 or hold a NUL."""
+    start, end = span
     # utf-8-sig drops a BOM at the start of what it decodes: only a span from byte 0 has one.
     codec = "utf-8-sig" if start == 0 else "utf-8"
     decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(codec)(), True)
-    pending: list[str] = []  # pieces of a line that has not ended yet
-    held = 0  # their characters
     try:
         with open(path, "rb") as handle:
             handle.seek(start)
@@ -118,27 +139,13 @@ def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
                 text = decoder.decode(raw, final=not raw)
                 if "\x00" in text:
                     raise _nul(str(path), handle.tell() - len(raw) + raw.find(0), CorpusError)
-                # A chunk without a line end is in a line longer than a chunk: it is cut
-                # after a space, so that a block never holds much more than a chunk.
-                cut = text.rfind("\n") + 1 or _cut_after_space(text)
-                if cut:
-                    block = "".join(pending) + text[:cut]
-                    yield block if text[cut - 1] == "\n" else Piece(block)
-                    pending, held = [text[cut:]], len(text) - cut
-                else:
-                    pending.append(text)
-                    held += len(text)
-                    if held > MAX_RUN_CHARS:
-                        raise CorpusError(f"{path}: a line runs more than {MAX_RUN_CHARS:,} "
-                                          "characters without a space: not text")
+                yield text
                 if not raw:
-                    break
+                    return
     except FileNotFoundError:
         raise CorpusError(f"{path}: file not found") from None
     except UnicodeDecodeError as err:  # err.start counts from the block, not the file
         raise CorpusError(f"{path}: not UTF-8 text ({err.reason})") from None
-    if rest := "".join(pending):
-        yield rest
 
 
 def _cut_after_space(text: str) -> int:
