@@ -79,11 +79,11 @@ exps: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tools/compare.py --exps
 
 # Back to the committed results after any number of `dvc exp run`s: params.yaml, dvc.lock
-# and metrics/ as committed at REV (default HEAD), data/ from DVC's cache, else the remote.
-# Code and conf/ edits stay. Nothing is trained.
+# and metrics/ as committed at REV (default HEAD), data/ from DVC's cache, else the remote,
+# else this machine's own run of those params from the run-cache. Uncommitted changes go to
+# `git stash`; code and conf/ edits stay. Nothing is trained (tools/restore.py).
 restore:
-	git restore --source=$(REV) --staged --worktree -- params.yaml dvc.lock metrics
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc checkout --force || PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc pull --force
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tools/restore.py --rev $(REV)
 
 test: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q
@@ -92,8 +92,8 @@ test-fast: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -m "not slow"
 
 # Benchmarks on the real data (minutes, not a test). repro_speed and dynamic_grid need
-# `make pipeline` first.
-bench: $(STAMP)
+# `make pipeline` first; hostile_input takes `--before REV` for a revision's figures beside.
+bench: $(STAMP) $(SERVE_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_scale.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/train_speed.py
@@ -101,6 +101,7 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/repro_speed.py
 	-PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/pull_speed.py  # needs a remote: skipped without
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/dynamic_grid.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/hostile_input.py
 
 clean:
 	rm -rf $(VENV)

@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lstmlm.core.errors import shown
+from lstmlm.core.params import ParamsError, load_yaml
+
 CONF_DIR = "conf"
 # Hydra's override grammar (which `dvc exp run -S` uses too) stops at `~`, characters
 # outside ASCII and other special characters unless the value is quoted inside the override.
@@ -61,11 +64,19 @@ def check_override_keys(overrides: list[str], params: dict[str, Any]) -> None:
 def compose(preset: str | None = None, overrides: list[str] | tuple = (),
             conf_dir: str | Path = CONF_DIR) -> dict[str, Any]:
     """conf/ composed with ``preset`` (None: the default in config.yaml) and Hydra
-    ``overrides`` such as ``model.emb=800``, as a plain dict."""
+    ``overrides`` such as ``model.emb=800``, as a plain dict. A preset that conf/ lacks,
+    or a file there with a YAML alias (which Hydra would expand, copy by copy), is a
+    ParamsError in one line."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    names = presets(conf_dir)
+    if preset is not None and preset not in names:
+        raise ParamsError(f"preset: {shown(preset)} is not a preset of {conf_dir}; the "
+                          f"presets are: {', '.join(names)}")
+    for path in sorted(Path(conf_dir).rglob("*.yaml")):
+        load_yaml(path)  # refuses aliases
     overrides = [*([f"preset={preset}"] if preset else []), *overrides]
     with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
         cfg = hydra_compose(config_name="config", overrides=overrides)
@@ -104,7 +115,7 @@ def main(argv: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> int:
     args = parser.parse_args(argv)
     name = args.name if args.name is None else preset_named(args.name, names)
     if args.name is not None and name is None:
-        parser.error(f"unknown preset {args.name!r}; the presets are: {', '.join(names)}")
+        parser.error(f"unknown preset {shown(args.name)}; the presets are: {', '.join(names)}")
     from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 

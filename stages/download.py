@@ -19,6 +19,7 @@ import sys
 from lstmlm.core.params import read_params
 from lstmlm.data.corpus import DownloadConfig
 from lstmlm.data.download import PreparedCorpus, prepare_corpus
+from lstmlm.data.owntext import unmet_shares
 from lstmlm.data.wikitext import WIKITEXT103
 from stages.guard import run_stage
 
@@ -45,6 +46,8 @@ def report(result: PreparedCorpus) -> None:
               f"{split['fractions']}, download.seed {split['seed']}): valid blocks "
               f"{split['valid_blocks']}, test blocks {split['test_blocks']}; lines "
               + " / ".join(f"{n:,}" for n in split["lines"].values()) + " (train / valid / test)")
+        if warning := unmet_shares(split):
+            print(warning, file=sys.stderr)
         print("  " + reflow_report(split["reflow"]))
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from lstmlm.core.files import write_text
 from lstmlm.core.machine import pick_device, set_cpu_threads
-from lstmlm.core.params import ParamsError, load_yaml, read_params, shown, unknown
+from lstmlm.core.errors import shown
+from lstmlm.core.params import ParamsError, load_yaml, read_params, unknown
 from lstmlm.data.corpus import DownloadConfig
 from lstmlm.data.download import check_corpus
 from lstmlm.data.tokenise import TokeniseConfig
@@ -84,7 +85,7 @@ def warn_hand_edits(params_path: Path, conf_dir: Path) -> None:
     changed = differences(compose(raw.get("preset"), conf_dir=conf_dir), raw)
     if changed:
         print(f"params: warning: params.yaml differs from conf/ (preset "
-              f"{raw.get('preset')!r}) at {', '.join(changed[:8])}. The next `dvc exp run "
+              f"{shown(raw.get('preset'))}) at {', '.join(changed[:8])}. The next `dvc exp run "
               "-S ...` recomposes params.yaml from conf/ and drops such edits: make them in "
               "conf/config.yaml or conf/preset/*.yaml, or pass them with -S.", file=sys.stderr)
 
@@ -101,7 +102,7 @@ def main() -> None:
     check_machine(params, args.vocab)
     warn_hand_edits(args.params, args.conf)
     write_text(args.out, "params checked\n")
-    print(f"params: {args.params} checked (preset {load_yaml(args.params).get('preset')!r})")
+    print(f"params: {args.params} checked (preset {shown(load_yaml(args.params).get('preset'))})")
 
 
 if __name__ == "__main__":

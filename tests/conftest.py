@@ -54,6 +54,11 @@ def tiny_checkpoint(tmp_path_factory):
     """A tiny untrained checkpoint on the tiny corpus's vocabulary (44 words; <unk> is never
     seen in the corpus, so it is the last id, in the second tail cluster): (directory, model,
     vocab), with model.pt and vocab.json in the directory. Built in well under a second."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+def build_tiny_checkpoint(root: Path):
+    """The tiny_checkpoint fixture's files in ``root`` (bench/hostile_input.py too)."""
     import torch
 
     from lstmlm.core.checkpoint import save_checkpoint
@@ -61,7 +66,6 @@ def tiny_checkpoint(tmp_path_factory):
     from lstmlm.model.config import ModelConfig
     from lstmlm.model.lstm import LSTMLanguageModel
 
-    root = tmp_path_factory.mktemp("tiny")
     vocab, _ = tokenise_corpus(write_tiny_corpus(root / "raw"), root / "tok", root / "vocab.json",
                                scheme="wikitext")
     torch.manual_seed(0)

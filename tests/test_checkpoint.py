@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +27,15 @@ import pytest
 import torch
 
 from conftest import ROOT
+from helpers_hostile import (
+    LOAD_CHILD,
+    Tensor,
+    forged_archive,
+    forged_checkpoint,
+    overlapping_zip,
+    self_sharing,
+    stride_zero_model,
+)
 from lstmlm.core import checkpoint, loading
 from lstmlm.core.checkpoint import CheckpointError, save_checkpoint
 from lstmlm.core.loading import load
@@ -141,6 +151,32 @@ def test_damage_to_the_vocabulary_inside_is_caught(tiny_checkpoint, tmp_path):
         load(tmp_path / "damaged.pt")
 
 
+@pytest.mark.parametrize("info, needle", [
+    ({"deep": self_sharing(60)}, "more than 1,000 values"),
+    ({"deep": [[[[[[[[[[1]]]]]]]]]]}, "or more than 8 levels"),
+    ({"weights": torch.ones(3)}, "type ndarray that is not plain data"),
+    ({"big": 10**5000}, "type int"),
+    ({"text": "\ud800"}, "type str"),
+    ({1: "a key that is not a string"}, "type dict"),
+])
+def test_metadata_is_plain_bounded_data(tiny_checkpoint, tmp_path, info, needle):
+    """What training writes as metadata (a few numbers) loads as it is, NaN and infinities
+    as None (JSON has neither); metadata that is not plain, bounded data (self-shared
+    60 levels deep, a tensor, an integer JSON cannot write, a lone surrogate) is refused
+    in one line, at once, before the page serves it."""
+    _, model, vocab = tiny_checkpoint
+    save_checkpoint(tmp_path / "fine.pt", model, vocab,
+                    {"epoch": 3, "valid_ppl": float("nan"), "loss": float("inf"), "n": [1.5]})
+    assert load(tmp_path / "fine.pt").info == {"epoch": 3, "valid_ppl": None, "loss": None,
+                                               "n": [1.5]}
+    save_checkpoint(tmp_path / "odd.pt", model, vocab, info)
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match="damaged checkpoint, its metadata") as caught:
+        loading.load_weights(tmp_path / "odd.pt")
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+    assert time.monotonic() - started < 5
+
+
 # --------------------------------------------------------------------------- format 2
 
 
@@ -158,32 +194,8 @@ def test_a_format_2_file_is_refused_without_opening_the_path_it_names(tiny_check
 
 
 # --------------------------------------------------------------------------- hostile files
-
-# Run in a child: load the checkpoint (and vocabulary) named on the command line under an
-# address-space limit of what the child holds after its imports plus 1 GiB; print what
-# happened and how much the resident memory grew meanwhile.
-HOSTILE_CHILD = textwrap.dedent("""
-    import json, resource, sys, time
-    import psutil, torch
-    from lstmlm.core.loading import load
-    from lstmlm.data.vocab import Vocabulary
-    me = psutil.Process()
-    limit = me.memory_info().vms + (1 << 30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
-    before, started = me.memory_info().rss, time.monotonic()
-    what, path, vocab = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None
-    try:
-        load(path, vocab) if what == "checkpoint" else Vocabulary.load(path)
-        outcome = {"error": None, "message": ""}
-    except BaseException as err:
-        outcome = {"error": type(err).__name__, "message": str(err)}
-    # The high-water mark of this process's own memory (ru_maxrss would carry the peak of
-    # the pytest process that forked it across exec).
-    peak = 1024 * int(next(line.split()[1] for line in open("/proc/self/status")
-                           if line.startswith("VmHWM:")))
-    outcome.update(growth=peak - before, seconds=time.monotonic() - started)
-    print(json.dumps(outcome), flush=True)
-""")
+# Each in a child of its own (helpers_hostile.LOAD_CHILD) under a limit of 1 GiB more
+# than its imports take: what it did, how long, and how far its memory grew.
 
 
 def _altered(root: Path, tmp: Path, **config) -> str:
@@ -222,6 +234,20 @@ HOSTILE = {  # case: (make the files -> the child's arguments, the error expecte
     "config claiming far more than its weights": (  # hidden 4096: some 300 MB of LSTM
         lambda root, tmp: ["checkpoint", _altered(root, tmp, hidden=4096)],
         "CheckpointError", "weights do not fit the stored model config"),
+    "vocabulary counts claiming 10**11 elements on one (stride 0)": (
+        lambda root, tmp: ["checkpoint", str(forged_checkpoint(root, tmp / "c.pt",
+                                                               {"counts": (10**11,)}))],
+        "CheckpointError", "stride (0,), offset 0: not contiguous"),
+    "weights of emb = hidden = 100,000 on one element each (stride 0)": (
+        lambda root, tmp: ["checkpoint", str(stride_zero_model(root, tmp / "z.pt", emb=100_000,
+                                                               hidden=100_000))],
+        "CheckpointError", "not contiguous from the start of its storage"),
+    "weights of hidden 2,000 on one element each (stride 0)": (
+        lambda root, tmp: ["checkpoint", str(stride_zero_model(root, tmp / "z.pt", hidden=2000))],
+        "CheckpointError", "not contiguous from the start of its storage"),
+    "100 records sharing one payload of 4 MB": (
+        lambda root, tmp: ["checkpoint", str(overlapping_zip(tmp / "o.pt", 100, bytes(4 << 20)))],
+        "CheckpointError", "overlaps the next"),
 }
 
 
@@ -234,7 +260,7 @@ def hostile_runs(tiny_checkpoint, tmp_path_factory):
     for i, (case, (make, _, _)) in enumerate(HOSTILE.items()):
         tmp = tmp_path_factory.mktemp(f"hostile{i}")
         children[case] = subprocess.Popen(
-            [sys.executable, "-c", HOSTILE_CHILD, *make(root, tmp)], env=env,
+            [sys.executable, "-c", LOAD_CHILD, "1024", *make(root, tmp)], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results, deadline = {}, time.monotonic() + 180
     for case, child in children.items():
@@ -285,22 +311,21 @@ def archive_of(obj, path: Path) -> Path:
     return path
 
 
-def test_the_reader_reads_what_torch_load_reads(tiny_checkpoint, lone, tmp_path):
-    """A real checkpoint and tensors of every dtype, views,
-    strides, offsets and a shared storage: the same values, dtypes and shapes."""
+def test_the_reader_reads_what_our_writer_writes(tiny_checkpoint, lone, tmp_path):
+    """Our own checkpoint, and contiguous tensors of every dtype (a scalar, an empty one,
+    one tensor saved twice, as tied weights are): the same values, dtypes and shapes as
+    torch.load reads."""
     import numpy as np
 
     from lstmlm.core.torch_archive import read_archive
 
-    root, model, vocab = tiny_checkpoint
-    base = torch.arange(24.0).view(4, 6)
-    odd = archive_of({"t": base.t(), "corner": base[1:, 2:], "row": base[2], "same": base,
-                      "scalar": torch.tensor(3), "empty": torch.zeros(0, 3),
-                      "strided": torch.arange(9, dtype=torch.int16)[::2],
-                      **{str(dtype): torch.arange(4).to(dtype) for dtype in (
-                          torch.float64, torch.float32, torch.float16, torch.int64,
-                          torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}},
-                     tmp_path / "odd.pt")
+    tied = torch.arange(24.0).view(4, 6)
+    plain = archive_of({"tied": tied, "again": tied, "scalar": torch.tensor(3),
+                        "empty": torch.zeros(0, 3),
+                        **{str(dtype): torch.arange(4).to(dtype) for dtype in (
+                            torch.float64, torch.float32, torch.float16, torch.int64,
+                            torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}},
+                       tmp_path / "plain.pt")
 
     def compare(ours, theirs, where):
         if isinstance(theirs, torch.Tensor):
@@ -314,9 +339,39 @@ def test_the_reader_reads_what_torch_load_reads(tiny_checkpoint, lone, tmp_path)
         else:
             assert ours == theirs, where
 
-    for path in (lone, odd):
+    for path in (lone, plain):
         with open(path, "rb") as handle:
             compare(read_archive(handle), torch.load(path, weights_only=True), path.name)
+
+
+def test_views_strides_offsets_and_overlapping_records_are_refused(tmp_path):
+    """What torch.save writes for views (a transpose, a slice from an offset, a stride of
+    2 or 0, two tensors sharing a storage unequally), and records that overlap: none is
+    what our writer writes, and each is refused in one line."""
+    from lstmlm.core.torch_archive import ArchiveError, read_archive
+
+    base = torch.arange(24.0).view(4, 6)
+    cases = {
+        "transposed": ({"t": base.t()}, "stride (1, 6), offset 0: not contiguous"),
+        "offset": ({"row": base[2]}, "offset 12: not contiguous"),
+        "every other": ({"s": torch.arange(9, dtype=torch.int16)[::2]}, "stride (2,)"),
+        "stride 0": ({"z": torch.zeros(1).expand(1000)}, "stride (0,)"),
+        "a shared storage": ({"all": base, "first rows": base[:2]},
+                             "on a storage of 24 elements: not the whole of it"),
+    }
+    overlapping = overlapping_zip(tmp_path / "overlap.pt", 5, bytes(1000))
+    with zipfile.ZipFile(overlapping) as archive:  # zipfile itself reads every record
+        assert [len(archive.read(f"archive/data/{k}")) for k in range(5)] == \
+            [1000 + 44 * (4 - k) for k in range(5)]
+    paths = {case: archive_of(obj, tmp_path / f"{i}.pt")
+             for i, (case, (obj, _)) in enumerate(cases.items())}
+    paths["overlapping records"] = overlapping
+    messages = {**{case: needle for case, (_, needle) in cases.items()},
+                "overlapping records": "record archive/data/0 overlaps the next"}
+    for case, path in paths.items():
+        with open(path, "rb") as handle, pytest.raises(ArchiveError) as caught:
+            read_archive(handle)
+        assert messages[case] in str(caught.value) and "\n" not in str(caught.value), case
 
 
 def test_the_weights_read_without_torch_are_the_models(tiny_checkpoint, lone):
@@ -330,27 +385,6 @@ def test_the_weights_read_without_torch_are_the_models(tiny_checkpoint, lone):
                                                              state[name]), name
 
 
-class _Storage:
-    def __init__(self, key: str, elements: int):
-        self.key, self.elements = key, elements
-
-
-class _Tensor:
-    """Pickles as torch.save pickles a float tensor, claiming any size, stride and offset
-    over storage ``key`` of ``elements`` floats."""
-
-    def __init__(self, key: str, elements: int, size: tuple, stride: tuple, offset: int = 0):
-        self.storage = _Storage(key, elements)
-        self.size, self.stride, self.offset = size, stride, offset
-
-    def __reduce__(self):
-        import collections
-
-        return (torch._utils._rebuild_tensor_v2,
-                (self.storage, self.offset, self.size, self.stride, False,
-                 collections.OrderedDict()))
-
-
 class _Command:
     """Unpickled, runs a shell command: what an untrusted file may hold."""
 
@@ -361,36 +395,11 @@ class _Command:
         return (os.system, (self.command,))
 
 
-def forged_archive(path: Path, obj, storages: dict[str, bytes], *,
-                   compression: int = 0) -> Path:
-    """A zip laid out as torch.save lays it out, with ``obj`` pickled as torch pickles
-    (storages as persistent ids) and the ``storages`` given, whatever they hold."""
-    import io
-    import pickle
-    import zipfile
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, value):
-            if isinstance(value, _Storage):
-                return ("storage", torch.FloatStorage, value.key, "cpu", value.elements)
-            return None
-
-    buffer = io.BytesIO()
-    Pickler(buffer, protocol=2).dump(obj)
-    with zipfile.ZipFile(path, "w", compression) as archive:
-        archive.writestr("archive/data.pkl", buffer.getvalue())
-        archive.writestr("archive/byteorder", "little")
-        archive.writestr("archive/version", "3\n")
-        for key, data in storages.items():
-            archive.writestr(f"archive/data/{key}", data)
-    return path
-
-
 def test_a_forged_archive_is_read_as_torch_reads_it(tmp_path):
     """The forging helper writes what torch.load reads (so the hostile cases below are
     the format's own, not a helper's mistakes)."""
     floats = torch.arange(12.0)
-    path = forged_archive(tmp_path / "ok.pt", {"w": _Tensor("0", 12, (3, 4), (4, 1), 0)},
+    path = forged_archive(tmp_path / "ok.pt", {"w": Tensor("0", 12, (3, 4), (4, 1), 0)},
                           {"0": floats.numpy().tobytes()})
     from lstmlm.core.torch_archive import read_archive
 
@@ -398,23 +407,6 @@ def test_a_forged_archive_is_read_as_torch_reads_it(tmp_path):
         ours = read_archive(handle)["w"]
     assert torch.equal(torch.load(path, weights_only=True)["w"], floats.view(3, 4))
     assert ours.tolist() == floats.view(3, 4).tolist()
-
-
-def hostile_checkpoint(tiny_checkpoint, path: Path, name: str, tensor, storages: dict,
-                       **options) -> Path:
-    """The tiny checkpoint with weight ``name`` replaced by a forged ``tensor``."""
-    root, _, _ = tiny_checkpoint
-    payload = torch.load(root / "model.pt", weights_only=True)
-    keys = {}
-    for i, (key, value) in enumerate(payload["state_dict"].items()):
-        data = value.contiguous().numpy().tobytes()
-        keys[key] = _Tensor(f"w{i}", value.numel(), tuple(value.shape),
-                            tuple(value.contiguous().stride()))
-        storages.setdefault(f"w{i}", data)
-    keys[name] = tensor
-    payload["state_dict"] = keys
-    payload["vocab"]["counts"] = payload["vocab"]["counts"].tolist()  # (a damaged vocabulary)
-    return forged_archive(path, payload, storages, **options)
 
 
 @pytest.mark.parametrize("case", ["forbidden global", "storage missing", "shape past its storage",
@@ -429,18 +421,18 @@ def test_hostile_archives_are_refused_before_anything_runs(tiny_checkpoint, tmp_
     cases = {
         "forbidden global": (_Command(f"touch {marker}"), {}, {},
                              "holds a Python object (posix.system)"),
-        "storage missing": (_Tensor("gone", 96 * 24, (96, 24), (24, 1)), {}, {},
+        "storage missing": (Tensor("gone", 96 * 24, (96, 24), (24, 1)), {}, {},
                             "lacks its record data/gone"),
-        "shape past its storage": (_Tensor("big", 4, (1 << 20, 1 << 20), (1 << 20, 1)),
-                                   {"big": bytes(16)}, {}, "reaches element"),
-        "storage shorter than claimed": (_Tensor("short", 96 * 24, (96, 24), (24, 1)),
+        "shape past its storage": (Tensor("big", 4, (1 << 20, 1 << 20), (1 << 20, 1)),
+                                   {"big": bytes(16)}, {}, "storage of 4 elements: not the whole"),
+        "storage shorter than claimed": (Tensor("short", 96 * 24, (96, 24), (24, 1)),
                                          {"short": bytes(100)}, {}, "holds 100 bytes"),
-        "compressed record": (_Tensor("0", 1, (1,), (1,)), {}, {"compression": 8},
+        "compressed record": (Tensor("0", 1, (1,), (1,)), {}, {"compression": 8},
                               "is compressed"),
     }
     tensor, storages, options, message = cases[case]
-    path = hostile_checkpoint(tiny_checkpoint, tmp_path / "hostile.pt", weight, tensor,
-                              storages, **options)
+    path = forged_checkpoint(tiny_checkpoint[0], tmp_path / "hostile.pt", {weight: tensor},
+                             storages, options)
     for reader in (load, loading.load_weights):
         with pytest.raises(CheckpointError, match="not a readable checkpoint") as caught:
             reader(path)

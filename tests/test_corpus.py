@@ -19,7 +19,7 @@ from lstmlm.data import tokenise
 from lstmlm.data.schemes import tokenise_lines
 from lstmlm.data.streams import load_ids
 from lstmlm.data.tensorise import id_dtype, tensorise_corpus
-from lstmlm.data.textfile import iter_text_blocks
+from lstmlm.data.textfile import Piece, iter_text_blocks
 from lstmlm.data.tokenise import tokenise_corpus
 from lstmlm.data.vocab import Vocabulary, build_vocabulary
 from lstmlm.data.wikitext import (
@@ -118,7 +118,9 @@ def test_text_blocks_hold_the_lines_of_the_whole_text(tmp_path):
     path.write_bytes(text.encode("utf-8"))
     blocks = list(iter_text_blocks(path, chunk_bytes=16))
     assert len(blocks) >= 5  # read a block at a time, never the whole text at once
-    assert all(block.endswith("\n") for block in blocks[:-1])  # whole lines only
+    # Whole lines, or pieces of the long line cut after a space.
+    assert all(block.endswith("\n") or isinstance(block, Piece) for block in blocks[:-1])
+    assert {block for block in blocks if isinstance(block, Piece)} == {"long " * 3, "long " * 4}
     assert block_lines(blocks) == path.read_text().split("\n")
     path.write_text("x\n\n")
     assert block_lines(list(iter_text_blocks(path, 1))) == ["x", ""]
@@ -127,6 +129,11 @@ def test_text_blocks_hold_the_lines_of_the_whole_text(tmp_path):
     with pytest.raises(CorpusError, match="not UTF-8"):
         path.write_bytes(b"ok\ncaf\xe9\n")
         list(iter_text_blocks(path))
+    path.write_text("a " + "x" * 200 + "\n")  # no space where a long line could be cut
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(corpus, "MAX_RUN_CHARS", 100)
+        with pytest.raises(CorpusError, match="a line runs more than 100 characters without"):
+            list(iter_text_blocks(path, chunk_bytes=16))
 
 
 def test_small_blocks_write_the_same_files_as_np_save(tiny_corpus, tmp_path, monkeypatch):
@@ -144,6 +151,25 @@ def test_small_blocks_write_the_same_files_as_np_save(tiny_corpus, tmp_path, mon
     expected = io.BytesIO()
     np.save(expected, np.array(vocab.encode(tokens), dtype=np.uint16))
     assert outputs["blocks"][Path("ids/valid.npy")] == expected.getvalue()
+
+
+@pytest.mark.parametrize("scheme", ["wikitext", "text", "basic_english"])
+def test_lines_longer_than_a_block_tokenise_as_they_did_whole(tmp_path, monkeypatch, scheme):
+    """Long lines come in pieces cut after a space (so memory follows the block, not the
+    line): the tokens, lines and vocabulary are those of whole lines, whatever the scheme."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    long = " ".join(f"Word{i % 7}, (it's) “x”\t<br />{i}..." for i in range(60))
+    for split in ("train", "valid", "test"):
+        (raw / f"{split}.txt").write_text(f" {long} \nshort line\n\n= = H = =\n {long}  ")
+    outputs = {}
+    for chunk in (1 << 23, 64):
+        monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk)
+        out = tmp_path / str(chunk)
+        tokenise_corpus(raw, out / "tokens", out / "vocab.json", scheme=scheme)
+        outputs[chunk] = {p.name: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert outputs[64] == outputs[1 << 23]
+    assert outputs[64]["train.txt"].count(b"<eos>\n") == 5
 
 
 def test_parts_done_by_worker_processes_give_the_same_files(tmp_path, monkeypatch):
@@ -183,6 +209,16 @@ def test_tokenise_and_tensorise_memory_does_not_follow_the_corpus(tmp_path, monk
     # Reading the split whole would take more than its size in strings alone.
     assert tokenise_peak < size / 4 and tensorise_peak < size / 4, (size, tokenise_peak,
                                                                      tensorise_peak)
+    # The same text in three lines: memory follows the block, not the longest line.
+    text = (raw / "train.txt").read_text().split("\n")
+    (raw / "train.txt").write_text("".join(" ".join(text[k::3]) + "\n" for k in range(3)))
+    tracemalloc.start()
+    try:
+        tokenise_corpus(raw, tmp_path / "tok3", tmp_path / "v3.json", scheme="wikitext")
+        long_lines_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert long_lines_peak < size / 4, (size, long_lines_peak)
 
 
 def test_vocabulary_past_uint16_gives_int32_ids(tmp_path):

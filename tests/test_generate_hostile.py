@@ -91,6 +91,15 @@ def test_closed_or_full_stdout_is_one_clear_error(tiny_checkpoint, tmp_path):
         assert "cannot write the text to standard output: No space left" in results[name]
 
 
+def test_a_model_path_that_is_a_device_or_a_directory_says_so(tmp_path):
+    """`--model /dev/zero` and `--model /tmp` said "checkpoint not found"."""
+    for path, kind in (("/dev/zero", "a device"), (str(tmp_path), "a directory")):
+        result = subprocess.run([sys.executable, "-m", "lstmlm", "generate", "--model", path,
+                                 "the cat"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stderr == (
+            f"error: {path}: not a regular file but {kind}; expected a checkpoint\n"), result.stderr
+
+
 def test_with_stderr_closed_notes_stay_out_of_the_text(tiny_checkpoint):
     root, _, _ = tiny_checkpoint
     process = start_generate(root, "--raw", "--seed", "0", "Zorblax the cat",

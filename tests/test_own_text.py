@@ -26,9 +26,11 @@ from lstmlm.core.loading import load
 from lstmlm.core.params import ParamsError, read_params
 from lstmlm.data import textfile as corpus
 from lstmlm.data.corpus import DownloadConfig
+from lstmlm.core.errors import CorpusError
 from lstmlm.data.download import check_corpus, prepare_corpus
 from lstmlm.data.fetch import DownloadError
 from lstmlm.data.layout import SPLIT_RECORD
+from lstmlm.data.owntext import unmet_shares
 from lstmlm.data.schemes import CLITICS, SCHEMES, tokenise_lines, wikitext_prompt_words
 from lstmlm.data.tensorise import tensorise_corpus
 from lstmlm.data.tokenise import tokenise_corpus
@@ -180,6 +182,47 @@ def test_too_short_a_text_or_shares_that_leave_no_train_name_the_key(tmp_path):
     prepare_corpus(str(four), tmp_path / "raw")  # 4 lines: 2 / 1 / 1
     assert [len(numbers(tmp_path / "raw" / f"{s}.txt")) for s in ("train", "valid", "test")] \
         == [2, 1, 1]
+
+
+def test_shares_a_short_text_cannot_meet_are_said(tmp_path):
+    """Three lines split 90/5/5 became 1/1/1 without a word: the download stage warns."""
+    (tmp_path / "three.txt").write_text("One.\nTwo.\nThree.\n")
+    (tmp_path / "params.yaml").write_text(f"download:\n  corpus: {tmp_path / 'three.txt'}\n")
+    result = subprocess.run([sys.executable, "-m", "stages.download", "--params",
+                             str(tmp_path / "params.yaml"), "--out", str(tmp_path / "raw")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("warning: download.split [0.9, 0.05, 0.05] cannot be met in 3 "
+                             "blocks of lines: valid 1 of 3 and test 1 of 3 blocks, as every "
+                             "split gets one at least; a text of 10 non-blank lines or more "
+                             "meets them\n")
+    twenty = tmp_path / "twenty.txt"
+    numbered_prose(twenty, 20)
+    assert unmet_shares(prepare_corpus(str(twenty), tmp_path / "raw20").split) is None
+
+
+def test_utf16_without_its_mark_and_devices_are_refused_in_one_line(tmp_path):
+    """UTF-16LE without a byte-order mark decodes as UTF-8 with a NUL between letters (its
+    words became '\\x00r\\x00a\\x00n'); a corpus path naming a device or a FIFO gave a
+    NotADirectoryError traceback from the params stage."""
+    text = "The river ran.\nThe lantern shone.\nShe said so.\n"
+    (tmp_path / "notes.txt").write_bytes(text.encode("utf-16-le"))
+    folder = tmp_path / "split"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.txt").write_bytes(text.encode("utf-16-le"))
+    for corpus_path in (tmp_path / "notes.txt", folder):
+        with pytest.raises(DownloadError, match="not UTF-8 text .a NUL character near byte 1, "
+                                                "as UTF-16 text has"):
+            prepare_corpus(str(corpus_path), tmp_path / "raw")
+    with pytest.raises(CorpusError, match="NUL character near byte 1"):
+        list(corpus.iter_text_blocks(tmp_path / "notes.txt"))
+    os.mkfifo(tmp_path / "fifo")
+    for device in ("/dev/null", str(tmp_path / "fifo")):
+        with pytest.raises(DownloadError, match="^download.corpus: .* is not a regular file or "
+                                                "a directory .a device, a FIFO or a socket.") as caught:
+            check_corpus(device, environ={})
+        assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("section, message", [

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers_hostile import billion_laughs, self_sharing
 
 from lstmlm.core.params import ParamsError, parse_section, read_params
 from lstmlm.data.tokenise import TokeniseConfig
@@ -162,6 +163,44 @@ def test_a_stage_with_a_bad_param_exits_2_and_leaves_outputs_untouched(tmp_path,
     assert "Traceback" not in result.stderr
     assert vocab.read_text() == "previous output"
     assert not (tmp_path / "tokens").exists()
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path):
+    """A "billion laughs" params.yaml: the params stage refused it by echoing the value,
+    all 9**9 items of it (hours; at 5 levels a line of 3.8 MB). Aliases are refused as
+    they are read, and any value echoed is shown bounded, however deep or shared."""
+    (tmp_path / "params.yaml").write_text(billion_laughs(), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.params", "--params", str(tmp_path / "params.yaml"),
+         "--conf", str(ROOT / "conf"), "--out", str(tmp_path / "ok")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr[:500]
+    assert "line 2, column 87: an alias (*l0) is not read here" in result.stderr
+
+    from lstmlm.core.errors import shown
+
+    shared = self_sharing(60)
+    assert len(shown(shared)) <= 80 and len(shown({"deep": shared})) <= 80
+
+
+def test_an_unknown_preset_or_an_alias_in_conf_is_one_line(tmp_path, monkeypatch):
+    """`preset: mine` in params.yaml (no conf/preset/mine.yaml) was a 75-line Hydra
+    traceback from the hand-edit check; an alias in conf/ would be expanded by Hydra."""
+    from lstmlm.presets import compose
+    from stages.params import warn_hand_edits
+
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "preset": "mine"}))
+    with pytest.raises(ParamsError) as caught:
+        warn_hand_edits(tmp_path / "params.yaml", ROOT / "conf")
+    assert str(caught.value).startswith("preset: 'mine' is not a preset of ")
+    assert "the presets are: awd, cpu, gpu-fast, seed, wt103" in str(caught.value)
+    conf = shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    with open(conf / "config.yaml", "a", encoding="utf-8") as handle:
+        handle.write("x: &x [1]\ny: *x\n")
+    with pytest.raises(ParamsError, match="an alias \\(\\*x\\) is not read here"):
+        compose(conf_dir=conf)
 
 
 # --------------------------------------------------------------------------- the params stage

@@ -123,6 +123,8 @@ def test_a_chunked_body_is_cut_off_at_the_cap(server):
                  id="surrogate-in-name"),
     pytest.param(b"[" * 100_000, None, "nested too deeply", id="deep-nesting"),
     pytest.param(b'{"prompt": "the", ', None, "expected a JSON object of settings", id="cut-short"),
+    pytest.param(b'{"words": 1' + b"0" * 5000 + b"}", None, "Exceeds the limit (4300 digits)",
+                 id="a-number-of-5000-digits"),
 ])
 def test_a_body_that_is_not_unicode_json_gets_a_400(server, body, field, needle):
     before = server.log()
@@ -132,6 +134,24 @@ def test_a_body_that_is_not_unicode_json_gets_a_400(server, body, field, needle)
     answer = json.loads(text)
     assert answer["field"] == field and needle in answer["error"], answer
     assert new_log(server, before) == ""
+
+
+def test_a_long_prompt_holds_up_no_other_request(server):
+    """The longest prompt allowed, a word and 99,990 dots, is read in a worker thread and in
+    time linear in its length: a GET /api/info sent meanwhile is answered at once."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    connection.request("POST", "/api/generate", json.dumps({"prompt": "word" + "." * 99_990,
+                                                            "words": 1}),
+                       {"Content-Type": "application/json"})
+    time.sleep(0.2)  # the server is reading the prompt
+    started = time.monotonic()
+    assert call(server.port, "GET", "/api/info", timeout=120)[0] == 200
+    waited = time.monotonic() - started
+    response = connection.getresponse()
+    kinds = [kind for kind, _ in events(response.read().decode())]
+    connection.close()
+    assert response.status == 200 and kinds == ["prompt", "token", "done"]
+    assert waited < 5, f"GET /api/info waited {waited:.1f} s for the prompt to be read"
 
 
 def test_a_surrogate_pair_is_text_like_any_other(server):
@@ -192,6 +212,33 @@ def test_listening_beyond_loopback_warns_and_answers_more_hosts(tiny_checkpoint,
         assert status == 200 and headers["access-control-allow-origin"] == "http://localhost:5173"
         assert call(port, "POST", "/api/generate", SETTINGS,
                     {"Origin": "http://localhost:5174"})[0] == 403
+
+
+def _refuse(constant: str):
+    raise AssertionError(f"{constant} is not JSON")
+
+
+def test_the_checkpoint_metadata_is_served_as_json_or_refused_at_start(tiny_checkpoint,
+                                                                       tmp_path):
+    """NaN in the metadata is served as null (JSON has no NaN: Starlette gave a 500); a
+    structure shared with itself 60 levels deep (2**60 values to walk: /api/info and the
+    page, which fetches it, hung, and Ctrl-C with them) stops the command in one line."""
+    from helpers_hostile import self_sharing
+
+    from lstmlm.core.checkpoint import save_checkpoint
+
+    _, model, vocab = tiny_checkpoint
+    save_checkpoint(tmp_path / "nan.pt", model, vocab, {"epoch": 2, "valid_ppl": float("nan")})
+    with ServeProcess(["--model", str(tmp_path / "nan.pt")], tmp_path / "nan.log") as server:
+        status, _, text = call(server.port, "GET", "/api/info")
+        assert status == 200, text[-300:]
+        assert json.loads(text, parse_constant=_refuse)["info"] == {"epoch": 2, "valid_ppl": None}
+        assert call(server.port, "GET", "/")[0] == 200
+    save_checkpoint(tmp_path / "deep.pt", model, vocab, {"deep": self_sharing(60)})
+    done = subprocess.run([sys.executable, "-m", "lstmlm", "serve", "--port", "0", "--model",
+                           str(tmp_path / "deep.pt")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "its metadata holds more than 1,000 values" in done.stderr
 
 
 def test_loopback_gives_no_warning(server):

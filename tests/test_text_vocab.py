@@ -1,12 +1,15 @@
 """Tokenisation schemes, detokenisation and the vocabulary."""
 
 import json
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 
-from conftest import SHARED_WIKITEXT
+from conftest import ROOT, SHARED_WIKITEXT
 from lstmlm.core.errors import shorten
 from lstmlm.data.schemes import basic_english_words, tokenise_lines, wikitext_prompt_words
 from lstmlm.data.vocab import EOS, UNK, VocabError, Vocabulary, build_vocabulary
@@ -68,6 +71,28 @@ def test_detokenise_undoes_wikitext_conventions():
 def test_prompts_are_tokenised_as_wikitext_writes_text(text, tokens):
     assert wikitext_prompt_words(text) == tokens.split()
     assert tokenise_prompt(text + "\n" + text, "wikitext") == tokens.split() + [EOS] + tokens.split()
+
+
+# Run in a child under a timeout: each prompt is half a million characters, which reads in
+# under a second if reading is linear in the text and in minutes if it is quadratic.
+LONG_RUNS_CHILD = """
+from lstmlm.generate.text import tokenise_prompt
+n = 499_999  # a word, one full stop and n // 3 ellipses
+assert tokenise_prompt("word" + "." * n, "wikitext") == ["word", "."] + ["..."] * (n // 3)
+assert tokenise_prompt("word" + ".," * (n // 2), "text") == ["word"] + [".", ","] * (n // 2)
+assert tokenise_prompt("x" + "'s" * (n // 2), "wikitext") == ["x"] + ["'s"] * (n // 2)
+assert tokenise_prompt("(" * n + "word", "wikitext") == ["("] * n + ["word"]
+print("read")
+"""
+
+
+def test_long_runs_of_punctuation_are_read_in_linear_time():
+    """A word and half a million dots, commas, clitics or brackets (a prompt pasted by a
+    hostile page, a corpus line): split as shorter runs are, at once."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", LONG_RUNS_CHILD], env=env, timeout=60,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "read\n", result.stderr[-2000:]
 
 
 def test_prompts_with_the_basic_english_scheme_use_its_own_rules():
@@ -173,6 +198,15 @@ def test_vocabulary_load_rejects_garbage(tmp_path):
         Vocabulary.load(tmp_path / "bad.json")
     with pytest.raises(VocabError, match="not found"):
         Vocabulary.load(tmp_path / "missing.json")
+
+
+def test_a_word_twice_is_named_with_its_file(tmp_path):
+    (tmp_path / "v.json").write_text('{"format": "lstmlm-vocab/1", "words": ["a", "<unk>", '
+                                     '"<eos>", "a"], "counts": [3, 0, 1, 2]}')
+    with pytest.raises(VocabError) as caught:
+        Vocabulary.load(tmp_path / "v.json")
+    assert str(caught.value) == (f"{tmp_path / 'v.json'}: damaged vocabulary: the vocabulary "
+                                 "holds the word 'a' twice")
 
 
 def test_vocabulary_load_rejects_a_file_without_its_lists(tmp_path):

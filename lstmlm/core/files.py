@@ -93,7 +93,7 @@ def open_regular(path: str | Path, what: str, max_bytes: int,
     info = os.fstat(fd)
     problem = None
     if not stat.S_ISREG(info.st_mode):
-        problem = "not a regular file (a directory, device or pipe)"
+        problem = f"not a regular file but {_kind(info.st_mode)}"
     elif info.st_size > max_bytes:
         problem = f"{info.st_size:,} bytes, more than a {what} can be here ({max_bytes:,})"
     if problem:
@@ -101,6 +101,15 @@ def open_regular(path: str | Path, what: str, max_bytes: int,
         raise error(f"{path}: {problem}; expected a {what}")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
+
+
+def _kind(mode: int) -> str:
+    """What a path that is not a regular file is, in words."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a pipe (FIFO)"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a device"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -7,14 +7,18 @@ tensors and plain data), so the command line and the server start without import
     weights, vocab, info = load_weights("data/model.pt")  # numpy arrays, no torch
 
 Both check alike. The file must be a regular file no larger than this machine's memory
-(never a device or a FIFO); its model config must be valid and call for exactly the
-weights it holds, shapes compared before anything is built (ModelConfig.weight_shapes: a
-config claiming a huge model costs nothing); every weight must be finite, and the
-vocabulary the one it was trained with (by hash).
+(never a device or a FIFO), laid out as our writer lays it out (every tensor stored whole,
+so no size it claims exceeds the bytes it holds: lstmlm.core.torch_archive); its model
+config must be valid and call for exactly the weights it holds, shapes compared before
+anything is built (ModelConfig.weight_shapes: a config claiming a huge model costs
+nothing); every weight must be finite, the vocabulary the one it was trained with (by
+hash), and the metadata plain data of a bounded size, as JSON can carry it (the page
+serves it).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -80,8 +84,7 @@ def load_weights(path: str | Path, vocab_path: str | Path | None = None) -> Chec
     payload = _read_payload(path)
     vocab = _vocabulary(payload, path, vocab_path)
     weights = _weights(payload, len(vocab), path)
-    info = payload["info"] if isinstance(payload["info"], dict) else {}
-    return Checkpoint(weights, vocab, info)
+    return Checkpoint(weights, vocab, _plain_info(payload["info"], path))
 
 
 def load(path: str | Path, vocab_path: str | Path | None = None,
@@ -118,6 +121,9 @@ def _vocabulary(payload: dict, path: Path, vocab_path: str | Path | None) -> Voc
     if (not isinstance(words, str) or not isinstance(counts, np.ndarray)
             or counts.ndim != 1 or counts.dtype.kind not in "iu"):
         raise CheckpointError(f"{path}: damaged checkpoint, its vocabulary is malformed")
+    if counts.size != words.count("\n") + 1:  # before a list is built of either
+        raise CheckpointError(f"{path}: damaged checkpoint, its vocabulary has "
+                              f"{counts.size:,} counts for {words.count(chr(10)) + 1:,} words")
     inside = Vocabulary.checked(words.split("\n"), counts.tolist(), record["scheme"],
                                 source=f"{path} (its vocabulary)")
     if inside.sha256 != record["sha256"]:
@@ -171,3 +177,57 @@ def _check_shapes(weights: Any, expected: dict[str, tuple[int, ...]], path: Path
         shown = "; ".join(unfit[:3]) + ("; …" if len(unfit) > 3 else "")
         raise CheckpointError(f"{path}: the weights do not fit the stored model config "
                               f"({shown})")
+
+
+# What training writes as metadata is a few numbers (epoch, valid_loss, valid_ppl); these
+# bounds leave room for more, and keep the page's /api/info small, fast and valid JSON.
+MAX_INFO_VALUES = 1000     # counted as visited: a structure shared with itself counts whole
+MAX_INFO_DEPTH = 8
+MAX_INFO_CHARS = 10_000    # per string
+MAX_INFO_INT = 2**63
+
+
+def _plain_info(info: Any, path: Path) -> dict[str, Any]:
+    """The checkpoint's metadata as plain JSON data (dicts with string keys, lists,
+    strings, 64-bit integers, numbers; NaN and infinities as None), within the bounds
+    above; else a CheckpointError, before anything walks or serves it."""
+    left = [MAX_INFO_VALUES]
+
+    def plain(value: Any, depth: int) -> Any:
+        left[0] -= 1
+        if left[0] < 0 or depth > MAX_INFO_DEPTH:
+            raise CheckpointError(f"{path}: damaged checkpoint, its metadata holds more than "
+                                  f"{MAX_INFO_VALUES:,} values or more than {MAX_INFO_DEPTH} "
+                                  "levels")
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if _plain_scalar(value):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(item, depth + 1) for item in value]
+        if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+            return {plain(key, depth + 1): plain(item, depth + 1) for key, item in value.items()}
+        raise CheckpointError(f"{path}: damaged checkpoint, its metadata holds a value of "
+                              f"type {type(value).__name__[:30]} that is not plain data "
+                              "(numbers, integers of 64 bits, UTF-8 texts of at most "
+                              f"{MAX_INFO_CHARS:,} characters, lists, mappings with text keys)")
+
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint, its metadata is not a mapping")
+    return plain(info, 0)
+
+
+def _plain_scalar(value: Any) -> bool:
+    """None, a bool, a 64-bit integer, or a string of at most MAX_INFO_CHARS that UTF-8
+    can write (no lone surrogate)."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) < MAX_INFO_INT
+    if not isinstance(value, str) or len(value) > MAX_INFO_CHARS:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from lstmlm.core.errors import LstmlmError, shorten
+from lstmlm.core.errors import LstmlmError, shorten, shown
 
 
 class ParamsError(LstmlmError, ValueError):
@@ -42,11 +43,6 @@ def spec(default: Any, *, low: float | None = None, high: float | None = None,
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
-
-
-def shown(value: Any) -> str:
-    """A value as an error message echoes it: its repr, on one line, cut short."""
-    return shorten(repr(value), 80)
 
 
 # --------------------------------------------------------------------------- values
@@ -201,18 +197,40 @@ def parse_prompts(raw: Any) -> list[str]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping, read safely: no tags that build objects, and no aliases (``*name``),
+    which can make a file of 2 KB a value of 10**9 items (the "billion laughs")."""
     import yaml
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader()) or {}
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: a 5,000-digit int
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err) or type(err).__name__
+        raise ParamsError(f"{path}: not valid YAML{where}: {shorten(problem, 160)}") from None
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{path}: expected a mapping of sections")
     return dict(raw)
+
+
+@functools.cache
+def _loader() -> type:
+    """yaml.SafeLoader, refusing aliases where they are met (before any value is built)."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"an alias (*{shorten(str(event.anchor), 40)}) is not read "
+                    "here; write the value out", event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliases
 
 
 def read_params(path: str | Path, **classes: type) -> dict[str, Any]:

@@ -16,15 +16,21 @@ torch.save writes a zip archive, every record stored uncompressed under one fold
 The pickle is read as ``torch.load(..., weights_only=True)`` reads it, only narrower: an
 unpickler whose find_class knows the tensor call, the storage types and OrderedDict
 (for the tensor's empty hooks) and refuses every other global, so no code from the file
-runs. Each tensor becomes a read-only view of its storage's bytes, dtype, byte order,
-offset and strides honoured, once its extent is known to lie inside the storage.
+runs. It accepts only what lstmlm.core.checkpoint writes, so that a size it reads is a size
+it holds: records that do not overlap in the zip (Python 3.11's zipfile lets several
+records share bytes, each read in full), each storage exactly as long as it claims, and
+each tensor the whole of its storage, contiguous, from offset 0 (a stride of 0 would let a
+tensor of 10**11 elements rest on one). Each tensor becomes a read-only view of its
+storage's bytes, dtype and byte order honoured.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
+import struct
 import zipfile
 from typing import Any, BinaryIO
 
@@ -51,10 +57,12 @@ class _StorageType:
 
 def read_archive(handle: BinaryIO) -> Any:
     """The object torch.save wrote to ``handle``, tensors as read-only numpy arrays.
-    Raises ArchiveError for anything else: not a zip archive, a compressed record, a
-    forbidden global, a storage missing or shorter than its tensors."""
+    Raises ArchiveError for anything else: not a zip archive, a compressed record,
+    records that overlap, a forbidden global, a storage missing or not of its claimed
+    size, a tensor that is not the whole of its storage."""
     try:
         with zipfile.ZipFile(handle) as archive:
+            _check_records(archive, handle)
             return _Reader(archive).load()
     except ArchiveError:
         raise
@@ -62,6 +70,31 @@ def read_archive(handle: BinaryIO) -> Any:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ArchiveError(f"{type(err).__name__}: {reason}"[:200] if reason
                            else type(err).__name__) from None
+
+
+# A zip record's local header: its signature, then 26 bytes whose last 4 are the lengths
+# of the name and the extra field that follow it (APPNOTE.TXT 4.3.7).
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+
+
+def _check_records(archive: zipfile.ZipFile, handle: BinaryIO) -> None:
+    """Every record, uncompressed (as torch writes: no zip bomb), ends before the next one
+    (or the central directory) starts: records that share bytes would each be read in
+    full, so that a small file could cost its size times its records."""
+    records = sorted(archive.infolist(), key=lambda info: info.header_offset)
+    starts = [info.header_offset for info in records[1:]] + [archive.start_dir]
+    for info, limit in zip(records, starts):
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ArchiveError(f"record {info.filename[:80]} is compressed; torch.save "
+                               "stores records as they are")
+        handle.seek(info.header_offset)
+        header = handle.read(_LOCAL_HEADER.size)
+        if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+            raise ArchiveError(f"record {info.filename[:80]} has no header")
+        _, name, extra = _LOCAL_HEADER.unpack(header)
+        if info.header_offset + len(header) + name + extra + info.compress_size > limit:
+            raise ArchiveError(f"record {info.filename[:80]} overlaps the next; torch.save "
+                               "writes each record apart")
 
 
 class _Reader:
@@ -74,23 +107,23 @@ class _Reader:
         if len(pickles) != 1:
             raise ArchiveError("not an archive written by torch.save (no single data.pkl)")
         self.folder = pickles[0][:-len("data.pkl")]
-        for info in archive.infolist():  # uncompressed, as torch writes: no zip bomb
-            if info.compress_type != zipfile.ZIP_STORED:
-                raise ArchiveError(f"record {info.filename} is compressed; torch.save "
-                                   "stores records as they are")
         order = self._record("byteorder", required=False) or b"little"
         if order not in (b"little", b"big"):
             raise ArchiveError(f"unknown byte order {order[:20]!r}")
         self.order = "<" if order == b"little" else ">"
         self.storages: dict[str, np.ndarray] = {}
 
-    def _record(self, name: str, required: bool = True) -> bytes | None:
+    def _info(self, name: str, required: bool = True) -> zipfile.ZipInfo | None:
         try:
-            return self.archive.read(self.folder + name)
+            return self.archive.getinfo(self.folder + name)
         except KeyError:
             if required:
-                raise ArchiveError(f"the archive lacks its record {name}") from None
+                raise ArchiveError(f"the archive lacks its record {name[:40]}") from None
             return None
+
+    def _record(self, name: str, required: bool = True) -> bytes | None:
+        info = self._info(name, required)
+        return None if info is None else self.archive.read(info)
 
     def load(self) -> Any:
         return _Unpickler(io.BytesIO(self._record("data.pkl")), self).load()
@@ -104,33 +137,40 @@ class _Reader:
         _, kind, key, _, elements = pid
         if key not in self.storages:
             dtype = np.dtype(STORAGE_DTYPES[kind.name]).newbyteorder(self.order)
-            data = self._record(f"data/{key}")
-            if len(data) != elements * dtype.itemsize:
-                raise ArchiveError(f"storage {key} holds {len(data):,} bytes, not the "
-                                   f"{elements:,} elements of {dtype.itemsize} bytes it claims")
-            self.storages[key] = np.frombuffer(data, dtype=dtype)
+            info = self._info(f"data/{key}")
+            if info.file_size != elements * dtype.itemsize:  # before a byte is read
+                raise ArchiveError(f"storage {key[:20]} holds {info.file_size:,} bytes, not "
+                                   f"the {elements:,} elements of {dtype.itemsize} bytes it "
+                                   "claims")
+            self.storages[key] = np.frombuffer(self.archive.read(info), dtype=dtype)
         return self.storages[key]
 
 
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                     hooks: Any, metadata: Any = None) -> np.ndarray:
     """torch._utils._rebuild_tensor_v2's arguments -> a read-only view of the storage,
-    once the view is known to lie inside it (a tensor claiming more than its storage
-    holds is refused, not read past its end)."""
+    once the tensor is known to be the whole storage, contiguous, from offset 0: as
+    lstmlm.core.checkpoint writes them. A view, a stride of 0 or a storage larger than its
+    tensor is refused, so that no tensor claims more elements than the file holds."""
     if not isinstance(storage, np.ndarray) or hooks or metadata:
         raise ArchiveError("a tensor with hooks, metadata or no storage of its own")
     size, stride = _ints(size, "size"), _ints(stride, "stride")
-    if len(size) != len(stride) or not isinstance(offset, int) or offset < 0:
-        raise ArchiveError(f"a tensor of size {size}, stride {stride}, offset {offset!r}")
-    if 0 not in size:
-        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if last >= storage.size:
-            raise ArchiveError(f"a tensor of size {size} reaches element {last:,} of a "
-                               f"storage of {storage.size:,}")
-    start = storage[min(offset, storage.size):]
-    view = np.lib.stride_tricks.as_strided(start, shape=size, writeable=False,
-                                           strides=[s * storage.itemsize for s in stride])
-    return view
+    if offset != 0 or stride != _contiguous(size, stride):
+        raise ArchiveError(f"a tensor of size {size[:4]}, stride {stride[:4]}, offset "
+                           f"{str(offset)[:20]}: not contiguous from the start of its storage")
+    if math.prod(size) != storage.size:
+        raise ArchiveError(f"a tensor of size {size[:4]} on a storage of {storage.size:,} "
+                           "elements: not the whole of it")
+    return storage.reshape(size)
+
+
+def _contiguous(size: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The strides of a contiguous tensor of ``size`` (a dimension of one element may
+    have any stride, as in torch's is_contiguous); None if ``stride`` has another length."""
+    if len(stride) != len(size):
+        return None
+    want = [math.prod(size[i + 1:]) for i in range(len(size))]
+    return tuple(s if n == 1 else w for n, s, w in zip(size, stride, want))
 
 
 def _ints(values: Any, what: str) -> tuple[int, ...]:

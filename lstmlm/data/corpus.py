@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lstmlm.core.errors import shown
 from lstmlm.core.params import spec
 from lstmlm.data.layout import SPLITS
 
@@ -34,6 +35,6 @@ class DownloadConfig:
         shares = self.split
         if (len(shares) != len(SPLITS) or not all(s > 0 for s in shares)
                 or not math.isclose(sum(shares), 1.0, abs_tol=1e-6)):
-            raise ValueError(f"download.split: {self.split!r} is not allowed; expected the "
+            raise ValueError(f"download.split: {shown(self.split)} is not allowed; expected the "
                              "shares of train, valid and test: three numbers above 0 that "
                              f"add up to 1, such as {list(DEFAULT_SHARES)}")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from lstmlm.core.errors import shown
 from lstmlm.core.files import atomic_path, sha256_file, write_json
 from lstmlm.data.corpus import DownloadConfig
 from lstmlm.data.fetch import DownloadError, FetchOptions
@@ -75,7 +76,7 @@ def _existing_path(corpus: str, environ: Mapping[str, str]) -> Path:
     path = Path(corpus).expanduser()
     if not path.exists():
         raise DownloadError(
-            f"download.corpus: {corpus!r} is not {WIKITEXT!r}, {WIKITEXT103!r}, or an existing "
+            f"download.corpus: {shown(corpus)} is not {WIKITEXT!r}, {WIKITEXT103!r}, or an existing "
             "text file or directory" + _queued_run_hint(path, environ))
     return path
 

@@ -13,11 +13,12 @@ into paragraphs, file by file (``download.reflow``: lstmlm.data.reflow).
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from lstmlm.data.fetch import DownloadError
 from lstmlm.data.layout import SPLIT_NAMES, SPLITS, find_split, split_path
@@ -36,6 +37,9 @@ def find_own_text(path: Path) -> Staged | list[Path]:
     DownloadError naming ``download.corpus`` when it holds neither."""
     if path.is_file():
         return [path]
+    if not path.is_dir():
+        raise DownloadError(f"download.corpus: {path} is not a regular file or a directory "
+                            "(a device, a FIFO or a socket); name a text file or a folder")
     splits = {split: find_split(path, split) for split in SPLITS}
     if any(splits.values()):
         _check_all_splits(path, splits)
@@ -143,6 +147,21 @@ def choose_blocks(n: int, fractions: Sequence[float], seed: int) -> dict[str, li
     valid, test = sorted(drawn[:n_valid]), sorted(drawn[n_valid:])
     train = sorted(set(range(n)) - set(drawn))
     return {"train": train, "valid": valid, "test": test}
+
+
+def unmet_shares(record: Mapping[str, Any]) -> str | None:
+    """A warning when a split record's text was too short for its shares: valid or test
+    got a block although its share of the blocks came to less than half of one (three
+    lines split 90/5/5 become 1/1/1); None when every share was met to the nearest block."""
+    blocks, fractions = record["blocks"], record["fractions"]
+    got = {split: len(record[f"{split}_blocks"]) for split in ("valid", "test")}
+    over = [f"{split} {got[split]} of {blocks}" for split, share in zip(got, fractions[1:])
+            if got[split] > 2 * blocks * share]
+    if not over:
+        return None
+    return (f"warning: download.split {list(fractions)} cannot be met in {blocks} blocks of "
+            f"lines: {' and '.join(over)} blocks, as every split gets one at least; a text "
+            f"of {math.ceil(0.5 / min(fractions[1:]))} non-blank lines or more meets them")
 
 
 def split_prose(path: Path, files: list[Path], staging: Path, fractions: Sequence[float],

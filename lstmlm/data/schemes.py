@@ -102,10 +102,13 @@ _SEPARATORS = [
     (re.compile(r"(?<=[\d>])\.(?=[\d<])"), " @.@ "),
 ]
 _DOTTED = re.compile(r"(?:[^\W\d_]+\.){2,}|[A-Z]\.")  # U.S., e.g., Ph.D., J.
-_APOSTROPHE_WORD = re.compile(r"(.*[\w>])('[^\W\d_]+)", re.S)  # don't -> don 't
+# don't -> don 't: an apostrophe and letters after a letter, a digit or <unk>'s ">".
+_WORDLIKE, _CLITIC = re.compile(r"[\w>]"), re.compile(r"'[^\W\d_]+")
+_LONGEST_CLITIC = max(map(len, CLITICS))
 # Split off the start / the end of a word: the one-character OPENING / CLOSING tokens.
 _LEADING = frozenset(t for t in OPENING if len(t) == 1) | {QUOTE, APOSTROPHE}
 _TRAILING = frozenset(t for t in CLOSING if len(t) == 1) | {QUOTE, APOSTROPHE}
+_TRAILING_MARKS = "".join(sorted(_TRAILING))  # for str.rstrip
 
 
 def _is_abbreviation(word: str) -> bool:
@@ -113,32 +116,57 @@ def _is_abbreviation(word: str) -> bool:
 
 
 def _split_edges(chunk: str) -> tuple[list[str], str, list[str]]:
-    """Punctuation before and after a word: ("(", "$"), "5,000", (".", ")")."""
-    lead: list[str] = []
-    while len(chunk) > 1 and chunk[0] in _LEADING and chunk.lower() not in CLITICS:
-        lead.append(chunk[0])
-        chunk = chunk[1:]
+    """Punctuation before and after a word: ("(", "$"), "5,000", (".", ")"). In time linear
+    in the chunk, however long its runs of punctuation: positions move, the text is
+    sliced once."""
+    start = _lead_length(chunk)
+    end, trail = _trail(chunk[start:])
+    return list(chunk[:start]), chunk[start:][:end], trail
+
+
+def _lead_length(chunk: str) -> int:
+    """How many of the chunk's first characters are opening punctuation of their own:
+    never the last one, nor a clitic's apostrophe ('s)."""
+    n = 0
+    while (len(chunk) - n > 1 and chunk[n] in _LEADING
+           and not (len(chunk) - n <= _LONGEST_CLITIC and chunk[n:].lower() in CLITICS)):
+        n += 1
+    return n
+
+
+def _trail(chunk: str) -> tuple[int, list[str]]:
+    """Where the word ends, and the closing punctuation after it, split off from the end
+    one mark at a time ("..." whole); an ellipsis alone, or the full stop of an
+    abbreviation, stays with the word."""
+    dots = len(chunk) - len(chunk.lstrip("."))  # chunk[:end] is all dots when end <= dots
+    run = len(chunk.rstrip(_TRAILING_MARKS))  # where the closing punctuation starts
+    # Before this index the run is all dots: only there can chunk[:end] be an
+    # abbreviation (U.S., Mr.), which holds letters and dots alone.
+    dotted = len(chunk) - len(chunk[run:].lstrip("."))
     trail: list[str] = []
-    while len(chunk) > 1 and chunk[-1] in _TRAILING:
-        if not chunk.strip("."):  # an ellipsis
-            break
-        if chunk.endswith("...") and len(chunk) > 3:
-            trail.insert(0, "...")
-            chunk = chunk[:-3]
-        elif chunk[-1] == "." and _is_abbreviation(chunk):
+    end = len(chunk)
+    while end > 1 and chunk[end - 1] in _TRAILING and end > dots:
+        if end > 3 and chunk.endswith("...", 0, end):
+            trail.append("...")
+            end -= 3
+        elif chunk[end - 1] == "." and end <= dotted and _is_abbreviation(chunk[:end]):
             break
         else:
-            trail.insert(0, chunk[-1])
-            chunk = chunk[:-1]
-    return lead, chunk, trail
+            trail.append(chunk[end - 1])
+            end -= 1
+    return end, trail[::-1]
 
 
 def _split_word(word: str) -> list[str]:
-    """A word without its edge punctuation: clitics and in-word separators apart."""
-    clitics: list[str] = []
-    while match := _APOSTROPHE_WORD.fullmatch(word):  # O'Neil's -> O 'Neil 's
-        word = match.group(1)
-        clitics.insert(0, match.group(2))
+    """A word without its edge punctuation: clitics and in-word separators apart
+    (O'Neil's -> O 'Neil 's), in time linear in the word."""
+    end, clitics = len(word), []
+    while ((cut := word.rfind("'", 0, end)) > 0 and _WORDLIKE.fullmatch(word, cut - 1, cut)
+           and _CLITIC.fullmatch(word, cut, end)):
+        clitics.append(word[cut:end])
+        end = cut
+    word = word[:end]
+    clitics.reverse()
     for pattern, replacement in _SEPARATORS:
         word = pattern.sub(replacement, word)
     return word.split() + clitics

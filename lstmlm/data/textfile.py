@@ -1,11 +1,13 @@
 """Reading text files for the data stages: UTF-8 checked, in blocks of whole lines, and
 large files in parts done by worker processes.
 
-A file is read as UTF-8; a byte-order mark at its start is dropped, never a word. The
+A file is read as UTF-8; a byte-order mark at its start is dropped, never a word, and a
+NUL character is refused (UTF-16 text without its mark decodes as UTF-8 full of them). The
 check (:func:`check_utf8`) is the one every source uses before a file is accepted.
 
 The stages stream: files are read in blocks of about ``CHUNK_BYTES`` cut at line ends
-(:func:`iter_text_blocks`), so memory follows the block size, never the corpus. A file
+(:func:`iter_text_blocks`), so memory follows the block size, never the corpus nor its
+longest line: a line longer than a block comes in pieces cut after a space. A file
 larger than ``PARALLEL_BYTES`` is cut at line starts into one part per CPU (``WORKERS``),
 done by worker processes and joined in order (:func:`in_parts`), so the outputs are the
 same whatever the number of parts. Workers start from a fork server, so a script that
@@ -37,6 +39,9 @@ PARALLEL_BYTES = 32 << 20
 # MAX_WORKERS (each holds its own word counts or vocabulary index, and a block).
 WORKERS: int | None = None
 MAX_WORKERS = 4
+# A line may run this many characters without a space or tab (where a long line is cut)
+# before it is refused: no word is that long.
+MAX_RUN_CHARS = 1 << 24
 
 
 def _not_utf8(what: str, byte: int, err: UnicodeDecodeError,
@@ -44,8 +49,13 @@ def _not_utf8(what: str, byte: int, err: UnicodeDecodeError,
     return error(f"{what}: not UTF-8 text (near byte {byte}: {err.reason})")
 
 
+def _nul(what: str, byte: int, error: type[LstmlmError]) -> LstmlmError:
+    return error(f"{what}: not UTF-8 text (a NUL character near byte {byte}, as UTF-16 text "
+                 "has between its letters); save it as UTF-8")
+
+
 def check_utf8(path: Path, what: str, error: type[LstmlmError] = CorpusError) -> None:
-    """Raise ``error`` unless ``path`` is non-empty UTF-8 text (read in chunks)."""
+    """Raise ``error`` unless ``path`` is non-empty UTF-8 text without NUL (read in chunks)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     size = 0
     try:
@@ -53,6 +63,8 @@ def check_utf8(path: Path, what: str, error: type[LstmlmError] = CorpusError) ->
             while block := handle.read(1 << 20):
                 size += len(block)
                 decoder.decode(block)
+                if (nul := block.find(0)) >= 0:
+                    raise _nul(what, size - len(block) + nul, error)
             decoder.decode(b"", final=True)
     except UnicodeDecodeError as err:
         raise _not_utf8(what, size - len(block) + err.start, err, error) from None
@@ -61,11 +73,20 @@ def check_utf8(path: Path, what: str, error: type[LstmlmError] = CorpusError) ->
 
 
 def decode_utf8(data: bytes, what: str, error: type[LstmlmError] = CorpusError) -> str:
-    """UTF-8 bytes as text, a byte-order mark at the start dropped; ``error`` if not."""
+    """UTF-8 bytes as text, a byte-order mark at the start dropped; ``error`` if not, or if
+    they hold a NUL."""
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise _not_utf8(what, err.start, err, error) from None
+    if (nul := data.find(0)) >= 0:
+        raise _nul(what, nul, error)
+    return text
+
+
+class Piece(str):
+    """A block that is part of a line longer than a block, cut after a space or a tab:
+    the line goes on in the next block."""
 
 
 def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
@@ -76,15 +97,38 @@ def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
     Read ``chunk_bytes`` at a time (default: ``CHUNK_BYTES``, looked up per call) and
     decoded like ``Path.read_text`` (universal newlines: "\\r\\n" and "\\r" read as
     "\\n"), so the lines are those of the whole text; a byte-order mark at the start of
-    the file is dropped. A line longer than a chunk is gathered whole: a block never
-    splits a line.
+    the file is dropped. A line longer than a chunk comes as :class:`Piece` blocks, each
+    cut after a space or tab and the last followed by more of the line, so that memory
+    follows the chunk, not the longest line.
     """
-    chunk = chunk_bytes or CHUNK_BYTES
-    start, end = span if span is not None else (0, None)
+    pending: list[str] = []  # pieces of a line that has not ended yet
+    held = 0  # their characters
+    for text in _decoded(path, chunk_bytes or CHUNK_BYTES, span or (0, None)):
+        # A chunk without a line end is in a line longer than a chunk: it is cut after a
+        # space, so that a block never holds much more than a chunk.
+        cut = text.rfind("\n") + 1 or _cut_after_space(text)
+        if cut:
+            block = "".join(pending) + text[:cut]
+            yield block if text[cut - 1] == "\n" else Piece(block)
+            pending, held = [text[cut:]], len(text) - cut
+        else:
+            pending.append(text)
+            held += len(text)
+            if held > MAX_RUN_CHARS:
+                raise CorpusError(f"{path}: a line runs more than {MAX_RUN_CHARS:,} "
+                                  "characters without a space: not text")
+    if rest := "".join(pending):
+        yield rest
+
+
+def _decoded(path: Path, chunk: int, span: tuple[int, int | None]) -> Iterator[str]:
+    """The bytes ``span`` of ``path`` (end None: to the end), read ``chunk`` at a time and
+    decoded as UTF-8 with universal newlines, the last piece empty; CorpusError if they
+    are not UTF-8 or hold a NUL."""
+    start, end = span
     # utf-8-sig drops a BOM at the start of what it decodes: only a span from byte 0 has one.
     codec = "utf-8-sig" if start == 0 else "utf-8"
     decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(codec)(), True)
-    pending: list[str] = []  # pieces of a line that has not ended yet
     try:
         with open(path, "rb") as handle:
             handle.seek(start)
@@ -93,23 +137,25 @@ def iter_text_blocks(path: Path, chunk_bytes: int | None = None,
                 raw = handle.read(chunk if left < 0 else min(chunk, left))
                 left -= len(raw) if left >= 0 else 0
                 text = decoder.decode(raw, final=not raw)
-                cut = text.rfind("\n") + 1
-                if cut == 0:
-                    pending.append(text)
-                elif pending:
-                    yield "".join(pending) + text[:cut]
-                    pending = [text[cut:]]
-                else:
-                    yield text[:cut]
-                    pending = [text[cut:]]
+                if "\x00" in text:
+                    raise _nul(str(path), handle.tell() - len(raw) + raw.find(0), CorpusError)
+                yield text
                 if not raw:
-                    break
+                    return
     except FileNotFoundError:
         raise CorpusError(f"{path}: file not found") from None
     except UnicodeDecodeError as err:  # err.start counts from the block, not the file
         raise CorpusError(f"{path}: not UTF-8 text ({err.reason})") from None
-    if rest := "".join(pending):
-        yield rest
+
+
+def _cut_after_space(text: str) -> int:
+    """Where a long line may be cut in ``text``, after its last space or tab that is not
+    its last character (so the line goes on after the cut), nor the space in basic_english's
+    "<br />" (which reads as one mark); 0 if nowhere."""
+    cut = max(text.rfind(" ", 0, len(text) - 1), text.rfind("\t", 0, len(text) - 1))
+    while cut >= 3 and text.endswith("<br", 0, cut):
+        cut = max(text.rfind(" ", 0, cut), text.rfind("\t", 0, cut))
+    return cut + 1 if cut >= 3 else 0
 
 
 def _spans(path: Path) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ from lstmlm.core.files import atomic_path
 from lstmlm.core.params import spec
 from lstmlm.data.layout import SPLIT_RECORD, SPLITS, split_path
 from lstmlm.data.schemes import SCHEMES, tokenise_lines
-from lstmlm.data.textfile import in_parts, iter_text_blocks
+from lstmlm.data.textfile import Piece, in_parts, iter_text_blocks
 from lstmlm.data.vocab import EOS, Vocabulary, build_vocabulary
 
 
@@ -71,7 +71,13 @@ def _tokenise_block(block: str, scheme: str,
                     counter: Counter | None) -> tuple[str, int, int]:
     """One block of whole lines tokenised: ``(text, lines, tokens)``, where the text
     holds one line per line, each ending in ``<eos>`` and a newline; words counted into
-    ``counter`` when given."""
+    ``counter`` when given. A Piece of a long line gives its tokens, each followed by a
+    space, and no line: the line goes on in the next block."""
+    if isinstance(block, Piece):
+        tokens = SCHEMES[scheme](block)
+        if counter is not None:
+            counter.update(tokens)
+        return " ".join(tokens) + " " if tokens else "", 0, len(tokens)
     if scheme == "wikitext":
         words = block.split()
         if _is_canonical_wikitext(block, words):

@@ -14,7 +14,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
 
-from lstmlm.core.errors import LstmlmError
+from lstmlm.core.errors import LstmlmError, shown
 from lstmlm.core.files import open_regular, write_text
 
 # The two words every vocabulary has: the end of a line, and any word it does not hold.
@@ -40,8 +40,9 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", {w: i for i, w in enumerate(self.words)})
-        if len(self.index) != len(self.words):
-            raise VocabError("vocabulary has duplicate words")
+        if len(self.index) != len(self.words):  # the index keeps a word's last id
+            twice = next(w for i, w in enumerate(self.words) if self.index[w] != i)
+            raise VocabError(f"the vocabulary holds the word {shown(twice)} twice")
         for special in (UNK, EOS):
             if special not in self.index:
                 raise VocabError(f"vocabulary lacks {special}")
@@ -107,7 +108,10 @@ class Vocabulary:
             raise VocabError(f"{source}: damaged vocabulary, a word is not a string")
         if not all(isinstance(c, int) and c >= 0 for c in counts) or not isinstance(scheme, str):
             raise VocabError(f"{source}: damaged vocabulary, a count or its scheme is malformed")
-        return cls(tuple(words), tuple(counts), scheme)
+        try:
+            return cls(tuple(words), tuple(counts), scheme)
+        except VocabError as err:  # a word twice, <unk> or <eos> missing
+            raise VocabError(f"{source}: damaged vocabulary: {err}") from None
 
 
 def _json_list(items: list) -> str:

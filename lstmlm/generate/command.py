@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
-from lstmlm.core.errors import LstmlmError, shorten
+from lstmlm.core.errors import LstmlmError, shorten, shown
 from lstmlm.core.params import ParamsError
 from lstmlm.generate.options import FRESH, SamplingOptions, seeded
 
@@ -54,7 +54,7 @@ def at_least(low: int, high: int | None = None,
         except ValueError:
             value = low - 1
         if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {shown(text)}")
         return value
     return parse
 
@@ -69,7 +69,7 @@ def seed_value(text: str) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {shown(text)}") from None
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -161,10 +161,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 def load_generator(args: argparse.Namespace):
     """The checks that come before loading (missing files, before numpy is imported;
-    --threads), then the Generator for --model and --vocab (which never imports torch)."""
-    if not args.model.is_file():
+    --threads), then the Generator for --model and --vocab (which never imports torch).
+    A path that is there but no file (/dev/zero, a directory) is named as what it is when
+    it is opened (core.files.open_regular)."""
+    if not args.model.exists():
         raise LstmlmError(f"{args.model}: checkpoint not found")
-    if args.vocab is not None and not args.vocab.is_file():
+    if args.vocab is not None and not args.vocab.exists():
         raise LstmlmError(f"{args.vocab}: vocabulary file not found")
     from lstmlm.core.threads import cpu_threads, set_process_threads
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from lstmlm.core.errors import LstmlmError
+from lstmlm.core.errors import LstmlmError, shown
 from lstmlm.core.loading import Weights
 
 # Every ModelConfig field, and the values the engine runs as lstmlm.model.lstm does in eval
@@ -53,11 +53,11 @@ def check_implemented(config: Any) -> None:
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if field.name not in IMPLEMENTED:
-            raise EngineError(f"the model sets model.{field.name}: {value!r}, which generation "
+            raise EngineError(f"the model sets model.{field.name}: {shown(value)}, which generation "
                               "(lstmlm/generate/engine.py) does not implement")
         allowed = IMPLEMENTED[field.name]
         if allowed is not ANY and value not in allowed:
-            raise EngineError(f"the model sets model.{field.name}: {value!r}, which generation "
+            raise EngineError(f"the model sets model.{field.name}: {shown(value)}, which generation "
                               "(lstmlm/generate/engine.py) does not implement (it runs "
                               f"{', '.join(map(repr, allowed))})")
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from lstmlm.core.errors import LstmlmError, shorten
+from lstmlm.core.errors import LstmlmError, shorten, shown
 from lstmlm.core.loading import Weights, build_model, load_weights
 from lstmlm.core.threads import BLAS_THREADS
 from lstmlm.data.schemes import SCHEMES
@@ -100,14 +100,14 @@ class Generator:
                  info: dict[str, Any] | None = None, *, threads: int | None = 1):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
-            raise LstmlmError(f"threads: {threads!r} is not allowed; expected an integer "
+            raise LstmlmError(f"threads: {shown(threads)} is not allowed; expected an integer "
                               ">= 1, or None for the BLAS library's own setting")
         stored = isinstance(model, Weights)
         if not stored and model.vocab_size != len(vocab):
             raise LstmlmError(f"the model has {model.vocab_size} output words but the "
                               f"vocabulary has {len(vocab)}: they do not belong together")
         if vocab.scheme not in SCHEMES:
-            raise LstmlmError(f"the vocabulary's tokenisation scheme {vocab.scheme!r} is unknown; "
+            raise LstmlmError(f"the vocabulary's tokenisation scheme {shown(vocab.scheme)} is unknown; "
                               f"expected one of {', '.join(SCHEMES)}")
         self.config = model.config
         self._weights = model if stored else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from lstmlm.core.errors import shown
 from lstmlm.core.params import ParamsError, spec
 
 # The adaptive softmax's default clusters, as shares of the vocabulary: rounded, they are
@@ -56,11 +57,11 @@ class ModelConfig:
         counts = all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cutoffs)
         shares = all(isinstance(c, float) and 0 < c < 1 for c in cutoffs)  # (spec: numbers > 0)
         if not cutoffs or not (counts or shares):
-            raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected a non-empty "
+            raise ValueError(f"model.cutoffs: {shown(cutoffs)} is not allowed; expected a non-empty "
                              "list of positive integers (word counts) or of numbers between 0 "
                              f"and 1 (shares of the vocabulary, such as {list(SHARE_CUTOFFS)})")
         if any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
-            raise ValueError(f"model.cutoffs: {cutoffs!r} is not allowed; expected strictly "
+            raise ValueError(f"model.cutoffs: {shown(cutoffs)} is not allowed; expected strictly "
                              "increasing numbers")
 
         narrowest = int(self.out_dim // self.div_value ** len(cutoffs))
@@ -86,7 +87,7 @@ class ModelConfig:
             here = f" (here {cutoffs})" if from_shares else ""
             remedy = ("fewer cutoffs" if from_shares else
                       f"shares of the vocabulary, such as {list(SHARE_CUTOFFS)} (the default)")
-            raise ParamsError(f"model.cutoffs: {self.cutoffs!r}{here} is not allowed; the last "
+            raise ParamsError(f"model.cutoffs: {shown(self.cutoffs)}{here} is not allowed; the last "
                              f"cutoff must be below the vocabulary size {vocab_size}; use "
                              f"{remedy}, or model.output: full")
         return dataclasses.replace(self, cutoffs=cutoffs)
@@ -105,7 +106,7 @@ class ModelConfig:
         """Raise ValueError unless this config is sized for ``vocab_size`` words (see
         for_vocab): what the model, its weights and their memory are computed from."""
         if self.output == "adaptive" and self.for_vocab(vocab_size).cutoffs != self.cutoffs:
-            raise ValueError(f"model.cutoffs {self.cutoffs!r} are not word counts for "
+            raise ValueError(f"model.cutoffs {shown(self.cutoffs)} are not word counts for "
                              f"{vocab_size} words: size the config with "
                              "ModelConfig.for_vocab(vocab_size) first")
 

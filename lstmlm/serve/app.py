@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from lstmlm.core.errors import LstmlmError
+from lstmlm.core.errors import LstmlmError, shorten, shown
 from lstmlm.generate.generator import Generator
 from lstmlm.generate.options import FRESH, SamplingOptions, seeded
 from lstmlm.generate.text import Detokeniser
@@ -99,7 +99,7 @@ def _convert(name: str, value: Any) -> Any:
     except (KeyError, ValueError):
         what = {bool: "true or false", int: "an integer", float: "a number"}
         expected = next(what[k] for k in kind if k in what)
-        raise SettingError(name, f"{name}: {text!r} is not allowed; expected {expected}") from None
+        raise SettingError(name, f"{name}: {shown(text)} is not allowed; expected {expected}") from None
 
 
 def _refuse_lone_surrogates(query: dict[str, Any]) -> None:
@@ -158,6 +158,9 @@ async def read_json(request: Request) -> Any:
     except json.JSONDecodeError as err:
         raise SettingError(None, f"expected a JSON object of settings ({err.msg}, at "
                                  f"character {err.pos + 1})") from None
+    except ValueError as err:  # a number of more digits than Python converts (4,300)
+        raise SettingError(None, f"expected a JSON object of settings "
+                                 f"({shorten(str(err), 80)})") from None
     except RecursionError:
         raise SettingError(None, "expected a JSON object of settings (nested too "
                                  "deeply)") from None
@@ -170,16 +173,23 @@ def _event(kind: str, data: dict[str, Any]) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def _read_prompt(generator: Generator, prompt: str) -> tuple[list[int], list[str], Detokeniser]:
+    """The prompt's ids, its unknown words, and the detokeniser for the text after it."""
+    ids, unknown = generator.encode_prompt(prompt)
+    return ids, unknown, Detokeniser.after(prompt, generator.vocab.scheme)
+
+
 async def _events(request: Request, state: ServerState, prompt: str,
                   options: SamplingOptions) -> AsyncIterator[str]:
     """The event stream of one generation; stops when the client goes away, or ends
     early (with an "error" event) when the server stops."""
     generator = state.generator
-    ids, unknown = generator.encode_prompt(prompt)
+    # A prompt of 100,000 characters takes a while to read: not on the event loop, which
+    # must go on answering every other request meanwhile.
+    ids, unknown, detokeniser = await anyio.to_thread.run_sync(_read_prompt, generator, prompt)
     yield _event("prompt", {"unknown_words": unknown, "words": options.words,
                             "seed": options.seed})
     tokens: Iterator[str] = generator.stream_ids(ids, options)
-    detokeniser = Detokeniser.after(prompt, generator.vocab.scheme)
     state.open_streams += 1
     count, started = 0, time.perf_counter()
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lstmlm.core.errors import LstmlmError
+from lstmlm.core.errors import LstmlmError, shown
 from lstmlm.generate.command import add_model_options, at_least, load_generator
 
 # --port: "argument --port: expected a port from 0 to 65535, got '70000'", exit 2.
@@ -31,7 +31,7 @@ def web_origin(text: str) -> str:
     if (parts.scheme not in ("http", "https") or not parts.hostname or port == -1
             or parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc):
         raise argparse.ArgumentTypeError("expected an origin such as http://localhost:5173 "
-                                         f"(scheme, host, port; no path), got {text!r}")
+                                         f"(scheme, host, port; no path), got {shown(text)}")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     default = {"http": 80, "https": 443}[parts.scheme]
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
@@ -43,7 +43,7 @@ def host_value(text: str) -> str:
 
     name = host_name(text.strip())
     if name is None:
-        raise argparse.ArgumentTypeError(f"expected a host name such as box.lan, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a host name such as box.lan, got {shown(text)}")
     return name
 
 
