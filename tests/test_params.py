@@ -195,7 +195,7 @@ def test_an_unknown_preset_or_an_alias_in_conf_is_one_line(tmp_path, monkeypatch
     with pytest.raises(ParamsError) as caught:
         warn_hand_edits(tmp_path / "params.yaml", ROOT / "conf")
     assert str(caught.value).startswith("preset: 'mine' is not a preset of ")
-    assert "the presets are: awd, cpu, gpu-fast, seed, wt103" in str(caught.value)
+    assert "the presets are: awd, cpu, gpu-fast, quick, seed, wt103" in str(caught.value)
     conf = shutil.copytree(ROOT / "conf", tmp_path / "conf")
     with open(conf / "config.yaml", "a", encoding="utf-8") as handle:
         handle.write("x: &x [1]\ny: *x\n")
