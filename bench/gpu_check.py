@@ -9,6 +9,8 @@ Builds the model of --params (its model and train sections) on the GPU and print
     must not change the loss: the output layer always runs in fp32);
   - that validation equals a plain-fp32 computation of the same loss;
   - the GPU's bf16, TF32 and fp32 matmul peaks (8192^3 products);
+  - precision bf16-all (the output layer's products in bf16 too): the loss of one batch
+    against fp32's on the same features, and that every weight gets a finite gradient;
   - the two paths issue 23 found broken by reading: the tied adaptive input under CUDA bf16
     autocast (index_copy refused a bf16 source for an fp32 destination), and generation
     from a CUDA model (now on numpy, from copies of its weights): the input's dtype and
@@ -147,8 +149,30 @@ def check_generation(model: LSTMLanguageModel) -> dict:
     return report
 
 
+def check_bf16_output(model: LSTMLanguageModel) -> dict:
+    """precision bf16-all under CUDA: one batch's loss with the output layer's products in
+    bf16 against fp32's on the same features, and the weights left without a finite
+    gradient (none expected)."""
+    device = next(model.parameters()).device
+    ids = torch.randint(0, model.vocab_size, (36, 8), device=device)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        features = model(ids[:-1], model.init_state(8)).features
+    loss = model.loss(features, ids[1:], bf16=True)
+    loss.backward()
+    reference = model.loss(features.detach(), ids[1:])
+    missing = [name for name, p in model.named_parameters()
+               if p.grad is None or not bool(torch.isfinite(p.grad).all())]
+    model.zero_grad(set_to_none=True)
+    return {"loss": float(loss), "fp32_loss": float(reference),
+            "rel_diff": abs(float(loss) - float(reference)) / float(reference),
+            "weights_without_finite_grad": missing}
+
+
 def report_gpu_paths(model: LSTMLanguageModel) -> None:
-    for name, check in (("tied input under bf16 autocast", check_tied_input),
+    for name, check in (("bf16-all output layer", check_bf16_output),
+                        ("tied input under bf16 autocast", check_tied_input),
                         ("generation", check_generation)):
         try:
             print(f"  {name}: {check(model)}", flush=True)

@@ -242,7 +242,7 @@ class LSTMLanguageModel(nn.Module):
     # The output layer's log-softmax and loss always run in fp32, outside any autocast
     # region (``_in_fp32``): a loss of ~5 nats in bf16 keeps two significant digits, and
     # validation picks the checkpoint on it. Its matrix products may run in bf16 when the
-    # caller asks (``bf16=True``: training with precision bf16-output).
+    # caller asks (``bf16=True``: training with precision bf16-all).
 
     @_in_fp32
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
