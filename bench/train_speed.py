@@ -1,6 +1,6 @@
 """Benchmark: training speed and quality on WikiText-2 for a fixed wall-clock budget.
 
-    python bench/train_speed.py [--minutes 5] [--probe-seconds 60] [--skip-budget]
+    python bench/train_speed.py [--minutes 5] [--probe-seconds 60] [--skip-budget] [--flops-only]
 
 Prints, in one run and on the same machine:
   1. tokens/s and valid perplexity after --minutes of training, for the default params
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from data_speed import find_wikitext  # noqa: E402
 
-from lstmlm.core.machine import set_cpu_threads
+from lstmlm.core.machine import cpu_has_bf16, set_cpu_threads
 from lstmlm.core.params import parse_section
 from lstmlm.data.streams import load_ids
 from lstmlm.data.tensorise import tensorise_corpus
@@ -66,13 +66,17 @@ def preset(name: str, overrides: list[str] | tuple = ()) -> tuple[ModelConfig, T
 
 
 def matmul_peak_gflops(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048,
-                       repeat: int = 10) -> float:
-    """Best GFLOP/s of a square matmul in ``dtype``: the machine's practical peak."""
+                       seconds: float = 1.0) -> float:
+    """Best GFLOP/s of a square matmul in ``dtype``, over 3 rounds of about ``seconds``
+    each: the machine's practical peak. (A CPU without bfloat16 instructions emulates
+    bf16 products, a hundred times slower: the rounds are sized from one product.)"""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    started = time.perf_counter()
+    a @ b
+    repeat = max(1, round(seconds / (time.perf_counter() - started)))
     best = float("inf")
     for _ in range(3):
-        a @ b
         started = time.perf_counter()
         for _ in range(repeat):
             a @ b
@@ -141,6 +145,20 @@ def run_budget(name: str, config: ModelConfig, train_config: TrainConfig, data,
             "precision": trainer.precision}
 
 
+def compare_softmaxes(default_train: TrainConfig, data, seconds: float) -> None:
+    """pytorch/examples' 2x200 LSTM with a full softmax against an adaptive one."""
+    print(f"\n2. 2x200 LSTM, full vs adaptive softmax ({seconds:g} s each)")
+    small_train = dataclasses.replace(default_train, batch_size=20, bptt=35)
+    full = run_budget("2x200 tied, full softmax",
+                      ModelConfig(**SMALL_2X200, output="full", tie_weights=True),
+                      small_train, data, seconds)
+    adaptive = run_budget("2x200, adaptive softmax",
+                          ModelConfig(**SMALL_2X200, output="adaptive"),
+                          small_train, data, seconds)
+    print(f"  adaptive / full: {adaptive['tokens_per_s'] / full['tokens_per_s']:.1f}x "
+          "(target >= 3x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="budget per configuration")
@@ -148,6 +166,8 @@ def main() -> None:
                         help="training time for each tokens/s-only measurement")
     parser.add_argument("--skip-budget", action="store_true",
                         help="only the speed comparisons (2x200, FLOP/s)")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="only the FLOP/s of the old and today's default (part 3)")
     parser.add_argument("--wikitext")
     args = parser.parse_args()
 
@@ -158,26 +178,21 @@ def main() -> None:
         data = prepare_ids(find_wikitext(args.wikitext), Path(tmp))
         budget = args.minutes * 60
 
-        if not args.skip_budget:
+        if not (args.skip_budget or args.flops_only):
             print(f"\n1. {args.minutes:g} minutes of training each")
             run_budget("default params", default_model, default_train, data, budget)
             run_budget("seed notebook config", *preset("seed"), data, budget)
 
-        print(f"\n2. 2x200 LSTM, full vs adaptive softmax ({args.probe_seconds:g} s each)")
-        small_train = dataclasses.replace(default_train, batch_size=20, bptt=35)
-        full = run_budget("2x200 tied, full softmax",
-                          ModelConfig(**SMALL_2X200, output="full", tie_weights=True),
-                          small_train, data, args.probe_seconds)
-        adaptive = run_budget("2x200, adaptive softmax",
-                              ModelConfig(**SMALL_2X200, output="adaptive"),
-                              small_train, data, args.probe_seconds)
-        print(f"  adaptive / full: {adaptive['tokens_per_s'] / full['tokens_per_s']:.1f}x "
-              "(target >= 3x)")
+        if not args.flops_only:
+            compare_softmaxes(default_train, data, args.probe_seconds)
 
+        # Without bfloat16 instructions one 2048^3 bf16 product takes a minute: 512^3.
+        bf16_n = 2048 if cpu_has_bf16() else 512
         peaks = {"fp32": matmul_peak_gflops(threads), "bf16": matmul_peak_gflops(
-            threads, torch.bfloat16)}
-        print(f"\n3. matmul peaks: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} "
-              "GFLOP/s (2048 x 2048, best of 3)")
+            threads, torch.bfloat16, n=bf16_n)}
+        print(f"\n3. matmul peaks: fp32 {peaks['fp32']:.1f} GFLOP/s (2048^3), bf16 "
+              f"{peaks['bf16']:.1f} GFLOP/s ({bf16_n}^3{'' if cpu_has_bf16() else ', emulated'}"
+              "), best of 3")
         for label, overrides in (("old default (39de3af)", OLD_DEFAULT), ("default today", [])):
             model, train = preset("cpu", overrides)
             if label == "default today" and (model, train) == preset("cpu", OLD_DEFAULT):
@@ -187,10 +202,11 @@ def main() -> None:
             flops = (training_flops_per_token(result["config"], data[2], data[0])
                      * result["tokens_per_s"]) / 1e9
             used = "bf16" if result["precision"].startswith("bf16") else "fp32"
+            bf16 = (f"{100 * flops / peaks['bf16']:.0f}%" if cpu_has_bf16()
+                    else "none: no bfloat16 instructions")
             print(f"  {flops:.1f} GFLOP/s achieved in {result['precision']}: "
                   f"{100 * flops / peaks[used]:.0f}% of the {used} peak (fp32 peak: "
-                  f"{100 * flops / peaks['fp32']:.0f}%, bf16 peak: "
-                  f"{100 * flops / peaks['bf16']:.0f}%)")
+                  f"{100 * flops / peaks['fp32']:.0f}%, bf16 peak: {bf16})")
 
 
 if __name__ == "__main__":
