@@ -195,7 +195,8 @@ def test_an_unknown_preset_or_an_alias_in_conf_is_one_line(tmp_path, monkeypatch
     with pytest.raises(ParamsError) as caught:
         warn_hand_edits(tmp_path / "params.yaml", ROOT / "conf")
     assert str(caught.value).startswith("preset: 'mine' is not a preset of ")
-    assert "the presets are: awd, cpu, gpu-fast, quick, seed, wt103" in str(caught.value)
+    assert "the presets are: awd, cpu, cpu-15min, cpu-5min, gpu-fast, quick, seed, wt103" in str(
+        caught.value)
     conf = shutil.copytree(ROOT / "conf", tmp_path / "conf")
     with open(conf / "config.yaml", "a", encoding="utf-8") as handle:
         handle.write("x: &x [1]\ny: *x\n")
@@ -356,7 +357,7 @@ def test_presets_command_answers_help_and_unknown_names_without_a_traceback():
         failed = presets_command(*args)
         assert failed.returncode == 2 and "usage:" in failed.stderr, failed.stderr
         assert "Traceback" not in failed.stderr
-    assert "the presets are: awd, cpu, gpu-fast, quick, seed, wt103" in presets_command("sed").stderr
+    assert "the presets are: awd, cpu, cpu-15min, cpu-5min, gpu-fast, quick, seed, wt103" in presets_command("sed").stderr
     assert "quoted" in presets_command("seed", "download.corpus=~/café.txt").stderr
     assert yaml.safe_load(presets_command("gpu_fast").stdout)["preset"] == "gpu-fast"
     misspelt = presets_command("cpu", "model.hiden=3")  # a name, not quoting, is the fault

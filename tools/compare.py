@@ -42,7 +42,7 @@ FIGURES = [("valid ppl", EVAL, "valid.ppl"), ("test ppl", EVAL, "test.ppl"),
 NOISE = re.compile(r"tokens_per_s|epoch_seconds|(^|\.)(step|lr|loss|batch|tokens)$")
 # What a changed dvc.lock means, with params.yaml as committed and changed.
 LOCK_NOTES = {
-    False: "dvc.lock changed: this CPU's bytes (bf16), the same ppl to ~0.1 %: commit it, or "
+    False: "dvc.lock changed: this CPU's rounding, the same ppl to ~0.5 %: commit it, or "
            "`make restore`",
     True: "dvc.lock changed with params.yaml: commit both and metrics/ to keep this run, or "
           "`make restore`",
