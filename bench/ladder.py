@@ -116,8 +116,8 @@ def chart_spec(results: list[dict]) -> dict:
     encoding = {"x": {"field": "minutes", "type": "quantitative",
                       "title": "minutes of training"},
                 "y": {"field": "test", "type": "quantitative",
-                      "title": f"test perplexity (batch {TEST_BATCH})",
-                      "scale": {"zero": False}},
+                      "title": f"test perplexity (batch {TEST_BATCH}, log scale)",
+                      "scale": {"type": "log"}},
                 "color": {"field": "recipe", "type": "nominal", "title": None}}
     return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
             "title": "WikiText-2: test perplexity against minutes of training",
