@@ -93,10 +93,12 @@ test-fast: $(TEST_STAMP)
 
 # Benchmarks on the real data (minutes, not a test). repro_speed and dynamic_grid need
 # `make pipeline` first; hostile_input takes `--before REV` for a revision's figures beside.
-bench: $(STAMP) $(SERVE_STAMP)
+bench: $(STAMP) $(SERVE_STAMP) $(PLOTS_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/data_scale.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/train_speed.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/train_profile.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/ladder.py --out plots/ladder
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/generate_speed.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/repro_speed.py
 	-PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python bench/pull_speed.py  # needs a remote: skipped without

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -102,3 +103,28 @@ def test_make_plots_draws_revisions_and_experiments_on_one_chart(tmp_path, monke
                              capture_output=True, text=True, timeout=120,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert unknown.returncode == 2 and "unknown revision 'nope'" in unknown.stderr
+
+
+def test_the_ladder_chart_redraws_from_its_json_a_line_per_recipe(tmp_path, monkeypatch):
+    """bench/ladder.py --draw-only: every point of ladder.json on the chart, the seed
+    recipe's on a line of its own; a rung trained again replaces its point."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from ladder import chart_spec, main, merge
+
+    results = [{"preset": "cpu-5min", "minutes": 4.3, "test": 173.0},
+               {"preset": "seed", "minutes": 4.4, "test": 939.9, "rung": "cpu-5min"}]
+    merge(results, {"preset": "cpu-15min", "minutes": 12.0, "test": 120.9})
+    merge(results, {"preset": "seed", "minutes": 12.1, "test": 607.1, "rung": "cpu-15min"})
+    merge(results, {"preset": "cpu-5min", "minutes": 4.2, "test": 170.0})
+    assert sorted((r["preset"], r["test"]) for r in results) == [
+        ("cpu-15min", 120.9), ("cpu-5min", 170.0), ("seed", 607.1), ("seed", 939.9)]
+    (tmp_path / "ladder.json").write_text(json.dumps(results))
+    monkeypatch.setattr(sys, "argv", ["ladder.py", "--draw-only", "--out", str(tmp_path)])
+    main()
+    assert (tmp_path / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "ladder.svg").read_text(encoding="utf-8")
+    assert all(label in svg for label in ("cpu-5min", "cpu-15min", "seed recipe"))
+    values = chart_spec(results)["data"]["values"]
+    assert sorted((v["label"], v["recipe"]) for v in values) == [
+        ("cpu-15min", "ladder and default"), ("cpu-5min", "ladder and default"),
+        ("seed", "seed recipe"), ("seed", "seed recipe")]
