@@ -38,12 +38,10 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import build_tiny_checkpoint  # noqa: E402
 from helpers_hostile import (  # noqa: E402
     LOAD_CHILD,
     billion_laughs,
@@ -52,6 +50,8 @@ from helpers_hostile import (  # noqa: E402
     self_sharing,
     stride_zero_model,
 )
+
+from conftest import build_tiny_checkpoint  # noqa: E402
 
 PROMPT = "word" + "." * 99_996  # 100,000 characters
 # A child's script: MEASURE after its imports, its work setting ``result``, then REPORT:

@@ -25,8 +25,6 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 import torch
-
-from conftest import ROOT
 from helpers_hostile import (
     LOAD_CHILD,
     Tensor,
@@ -36,6 +34,8 @@ from helpers_hostile import (
     self_sharing,
     stride_zero_model,
 )
+
+from conftest import ROOT
 from lstmlm.core import checkpoint, loading
 from lstmlm.core.checkpoint import CheckpointError, save_checkpoint
 from lstmlm.core.loading import load

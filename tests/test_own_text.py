@@ -22,11 +22,11 @@ from helpers_dvc import commit_and_repro, copy_project, copy_repo, dvc, git, set
 
 import lstmlm
 from conftest import ROOT, TINY_MODEL, TINY_TRAIN
+from lstmlm.core.errors import CorpusError
 from lstmlm.core.loading import load
 from lstmlm.core.params import ParamsError, read_params
 from lstmlm.data import textfile as corpus
 from lstmlm.data.corpus import DownloadConfig
-from lstmlm.core.errors import CorpusError
 from lstmlm.data.download import check_corpus, prepare_corpus
 from lstmlm.data.fetch import DownloadError
 from lstmlm.data.layout import SPLIT_RECORD

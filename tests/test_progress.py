@@ -9,6 +9,9 @@ import re
 from datetime import datetime
 
 import torch
+from test_adaptation import krause_rule, zipf_stream
+from test_adaptation import tiny_model as tiny_adaptation_model
+from test_model_training import tiny_model
 
 from conftest import TINY_TRAIN
 from lstmlm.core.params import parse_section
@@ -19,9 +22,6 @@ from lstmlm.evaluate.config import EvaluateConfig
 from lstmlm.evaluate.perplexity import evaluate_loss
 from lstmlm.train.schedule import TrainConfig
 from lstmlm.train.trainer import Trainer
-from test_adaptation import krause_rule, zipf_stream
-from test_adaptation import tiny_model as tiny_adaptation_model
-from test_model_training import tiny_model
 
 LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (?P<what>.+?): (?P<percent>\d+)% "
                   r"\(step (?P<step>[\d,]+), (?P<done>[\d,]+) of (?P<total>[\d,]+) tokens\), "
