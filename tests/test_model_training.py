@@ -450,7 +450,7 @@ def test_the_foreach_average_is_torchs_average(tiny_data):
     to float32 rounding, the same state_dict, so resume states load either way."""
     from torch.optim.swa_utils import AveragedModel
 
-    from lstmlm.train.trainer import UniformAverage
+    from lstmlm.train.averaging import UniformAverage
 
     model = make_trainer(tiny_data, epochs=1).model
     ours, torchs = UniformAverage(model, use_buffers=True), AveragedModel(model, use_buffers=True)

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from lstmlm.core.errors import LstmlmError
 from lstmlm.core.machine import pick_device
@@ -90,3 +91,17 @@ def all_agree(value: float, device: torch.device) -> bool:
         return True
     differs = broadcast_from_rank0(value, device) != value
     return all_reduce_sum(float(differs), device) == 0
+
+
+def wrap_model(net: nn.Module, device: torch.device, world_size: int) -> nn.Module:
+    """DistributedDataParallel when there are several processes, else the module itself."""
+    if world_size == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    # DDP broadcasts rank 0's weights here and averages gradients in backward. An adaptive
+    # softmax leaves a tail cluster unused when no target of this rank's batch falls in it:
+    # DDP must look for unused parameters then.
+    return DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=net.model.config.output == "adaptive")

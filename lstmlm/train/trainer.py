@@ -30,7 +30,13 @@ from lstmlm.core.progress import Reporter
 from lstmlm.data.streams import batch_starts, batchify, get_batch
 from lstmlm.evaluate.perplexity import evaluate_loss, perplexity
 from lstmlm.model.lstm import LSTMLanguageModel, Output, State, detach_state
-from lstmlm.train.distributed import all_reduce_tensor, broadcast_from_rank0, rank0_decides
+from lstmlm.train.averaging import UniformAverage
+from lstmlm.train.distributed import (
+    all_reduce_tensor,
+    broadcast_from_rank0,
+    rank0_decides,
+    wrap_model,
+)
 from lstmlm.train.schedule import (
     TrainConfig,
     check_batch_splits,
@@ -361,22 +367,6 @@ class Trainer:
         self.progress = Progress.from_dict(state["progress"])
 
 
-class UniformAverage(torch.optim.swa_utils.AveragedModel):
-    """torch's AveragedModel (the same state_dict, the average in ``.module``), updated by
-    one foreach lerp over all weights: off CUDA, torch's own update loops over them with
-    temporaries, a cost the last quarter of every default run pays each step."""
-
-    @torch.no_grad()
-    def update_parameters(self, model: nn.Module) -> None:
-        mine = [*self.module.parameters(), *self.module.buffers()]
-        theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
-        if self.n_averaged == 0:
-            torch._foreach_copy_(mine, theirs)
-        else:  # avg + (w - avg) / (n + 1): the uniform average of the n + 1 weights seen
-            torch._foreach_lerp_(mine, theirs, 1.0 / (int(self.n_averaged) + 1))
-        self.n_averaged += 1
-
-
 def split_streams(train_ids: np.ndarray, valid_ids: np.ndarray, batch_size: int, rank: int,
                   world_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's (T, b) training columns and the (T, B) validation stream."""
@@ -392,20 +382,6 @@ def split_streams(train_ids: np.ndarray, valid_ids: np.ndarray, batch_size: int,
     if device.type == "cuda":
         train, valid = train.pin_memory(), valid.pin_memory()
     return train, valid
-
-
-def wrap_model(net: nn.Module, device: torch.device, world_size: int) -> nn.Module:
-    """DistributedDataParallel when there are several processes, else the module itself."""
-    if world_size == 1:
-        return net
-    from torch.nn.parallel import DistributedDataParallel
-
-    # DDP broadcasts rank 0's weights here and averages gradients in backward. An adaptive
-    # softmax leaves a tail cluster unused when no target of this rank's batch falls in it:
-    # DDP must look for unused parameters then.
-    return DistributedDataParallel(
-        net, device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=net.model.config.output == "adaptive")
 
 
 class LossMeter:
