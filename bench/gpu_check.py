@@ -165,8 +165,8 @@ def check_bf16_output(model: LSTMLanguageModel) -> dict:
     missing = [name for name, p in model.named_parameters()
                if p.grad is None or not bool(torch.isfinite(p.grad).all())]
     model.zero_grad(set_to_none=True)
-    return {"loss": float(loss), "fp32_loss": float(reference),
-            "rel_diff": abs(float(loss) - float(reference)) / float(reference),
+    loss, reference = loss.item(), reference.item()
+    return {"loss": loss, "fp32_loss": reference, "rel_diff": abs(loss - reference) / reference,
             "weights_without_finite_grad": missing}
 
 
