@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import random
+import signal
 from pathlib import Path
 
 import pytest
+
+# A shell without job control starts a background job with SIGINT ignored, and a child
+# inherits an ignored signal: no server or stage the tests Ctrl-C would stop. A handler of
+# our own instead is reset to the default in every child, as if run from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"

@@ -94,15 +94,6 @@ def _child_env() -> dict:
     return env
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-# A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
-# ignored SIGINT ignored (children inherit that): give them the default so Ctrl-C is testable.
-_PREEXEC = _default_sigint if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else None
-
-
 def start(stage: str, cwd: Path, *extra: str, params: str = "params.yaml",
           prefix: tuple[str, ...] = ()) -> subprocess.Popen:
     """Start stage ``stage`` in ``cwd`` (``prefix`` + the module name, when given, replaces
@@ -111,7 +102,7 @@ def start(stage: str, cwd: Path, *extra: str, params: str = "params.yaml",
     command = [*(prefix or (sys.executable, "-m")), f"stages.{stage}",
                *(("--params", params) if reads_params else ()), *ARGS[stage], *extra]
     return subprocess.Popen(command, cwd=cwd, env=_child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_PREEXEC)
+                            stderr=subprocess.PIPE, text=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:
