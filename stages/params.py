@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from lstmlm.core.files import write_text
-from lstmlm.core.machine import pick_device, set_cpu_threads
 from lstmlm.core.errors import shown
 from lstmlm.core.params import ParamsError, load_yaml, read_params, unknown
+from lstmlm.core.threads import cpu_threads
 from lstmlm.data.corpus import DownloadConfig
 from lstmlm.data.download import check_corpus
 from lstmlm.data.tokenise import TokeniseConfig
@@ -63,14 +63,18 @@ def check_machine(params: dict, vocab_path: Path) -> None:
     """The checks that depend on this machine and on the data, when it exists."""
     check_corpus(params["download"].corpus)  # a typo would cost data/raw, deleted by DVC
     train, model = params["train"], params["model"]
-    device = pick_device(train.device)
-    set_cpu_threads(train.threads, train.nproc)
+    cpu_threads(train.threads, train.nproc)  # checked here; the stages that compute set it
+    device_type = "cpu"
+    if train.device != "cpu":  # only torch knows whether CUDA is here, and importing it is
+        from lstmlm.core.machine import pick_device  # most of this stage's time
+
+        device_type = pick_device(train.device).type
     vocab_size = WIKITEXT2_VOCAB_SIZE  # before tokenise has run: assume WikiText-2's
     if vocab_path.is_file():
         from lstmlm.data.vocab import Vocabulary
 
         vocab_size = len(Vocabulary.load(vocab_path))
-    check_fits(model.for_vocab(vocab_size), vocab_size, train, device.type)  # cutoffs fit too
+    check_fits(model.for_vocab(vocab_size), vocab_size, train, device_type)  # cutoffs fit too
 
 
 def warn_hand_edits(params_path: Path, conf_dir: Path) -> None:

@@ -20,6 +20,7 @@ SHARED_WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
 TINY_MODEL = {"emb": 16, "hidden": 24, "layers": 2, "output_dropout": 0.1, "input_dropout": 0.1,
               "layer_dropout": 0.1, "word_dropout": 0.0, "cutoffs": [20, 40], "tie_weights": False}
 TINY_TRAIN = {"epochs": 2, "batch_size": 4, "bptt": 8, "lr": 1.0e-2, "threads": 1,
+              "device": "cpu",  # the params stage then skips importing torch (auto needs it)
               "precision": "tf32",  # fp32 on any CPU: the same numbers with or without bf16
               "averaging": "none"}  # the SWA tests ask for it themselves
 

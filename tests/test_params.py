@@ -207,13 +207,13 @@ def test_an_unknown_preset_or_an_alias_in_conf_is_one_line(tmp_path, monkeypatch
 # --------------------------------------------------------------------------- the params stage
 
 
-def run_params_stage(tmp_path, edit=None, env=None):
+def run_params_stage(tmp_path, edit=None, env=None, start=("-m", "stages.params")):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     if edit:
         edit(params)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run(
-        [sys.executable, "-m", "stages.params", "--params", str(tmp_path / "params.yaml"),
+        [sys.executable, *start, "--params", str(tmp_path / "params.yaml"),
          "--conf", str(ROOT / "conf"), "--vocab", str(tmp_path / "vocab.json"),
          "--out", str(tmp_path / "ok")], cwd=ROOT, capture_output=True, text=True,
         env={**__import__("os").environ, **(env or {})})
@@ -239,6 +239,30 @@ def test_params_stage_stops_on_any_bad_key_with_a_clear_message(tmp_path, edit, 
     assert __import__("re").search(message, result.stderr), result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "ok").exists()
+
+
+# The params stage under `python -c`, saying at exit whether torch was imported.
+WATCHED_PARAMS_STAGE = ("-c", """
+import atexit, runpy, sys
+atexit.register(lambda: sys.stderr.write(f"torch imported: {'torch' in sys.modules}\\n"))
+runpy.run_module("stages.params", run_name="__main__", alter_sys=True)
+""")
+
+
+@pytest.mark.slow
+def test_params_stage_on_the_cpu_checks_memory_without_importing_torch(tmp_path):
+    """Only torch knows whether CUDA is here, so `auto` imports it; `cpu` is checked
+    without it (most of the stage's time), the memory check included."""
+    on_cpu = run_params_stage(tmp_path, lambda p: p["train"].update(device="cpu"),
+                              start=WATCHED_PARAMS_STAGE)
+    assert on_cpu.returncode == 0 and on_cpu.stderr.endswith("torch imported: False\n"), on_cpu.stderr
+    too_big = run_params_stage(
+        tmp_path, lambda p: (p["train"].update(device="cpu"), p["model"].update(hidden=10**7)),
+        start=WATCHED_PARAMS_STAGE)
+    assert too_big.returncode == 2 and "model.hidden: 10000000 needs too much memory" in too_big.stderr
+    assert too_big.stderr.endswith("torch imported: False\n"), too_big.stderr
+    auto = run_params_stage(tmp_path, start=WATCHED_PARAMS_STAGE)
+    assert auto.returncode == 0 and auto.stderr.endswith("torch imported: True\n"), auto.stderr
 
 
 @pytest.mark.slow
