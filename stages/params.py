@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lstmlm.core.files import write_text
 from lstmlm.core.errors import shown
+from lstmlm.core.files import write_text
 from lstmlm.core.params import ParamsError, load_yaml, read_params, unknown
 from lstmlm.core.threads import cpu_threads
 from lstmlm.data.corpus import DownloadConfig
