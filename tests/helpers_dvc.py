@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import yaml
@@ -205,3 +206,19 @@ def file_md5(path: Path) -> str:
     import hashlib
 
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def wait_for_queue(repo: Path, names: list[str], timeout: float = 300) -> str:
+    """`dvc queue status` once every queued experiment in ``names`` has ended (Success or
+    Failed). Not "no Queued or Running left": while a worker takes a task, DVC's listing can
+    show it in neither."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = dvc(repo, "queue", "status")
+        ended = {line.split()[1] for line in status.splitlines()
+                 if len(line.split()) > 1 and re.search(r"\b(Success|Failed)\b", line)}
+        if set(names) <= ended:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue not done after {timeout:.0f}s:\n{status}")
+        time.sleep(3)  # each `dvc queue status` costs about a second of CPU

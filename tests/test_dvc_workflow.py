@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from helpers_dvc import (
     run,
     set_params,
     unchanged_stages,
+    wait_for_queue,
 )
 
 from conftest import TINY_MODEL, TINY_TRAIN, write_tiny_corpus
@@ -261,17 +261,6 @@ def test_earlier_params_come_back_from_the_run_cache(pr_copy):
 
 # --- experiments ----------------------------------------------------------------------
 
-def wait_for_queue(repo: Path, timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = dvc(repo, "queue", "status")
-        if not re.search(r"\b(Queued|Running)\b", status):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"queue not done after {timeout:.0f}s:\n{status}")
-        time.sleep(5)  # each `dvc queue status` costs ~1 s of CPU
-
-
 def experiments(repo: Path) -> dict[str, dict]:
     """name -> exp show's data of each experiment of HEAD."""
     found = {}
@@ -293,7 +282,7 @@ def test_queued_sweep_apply_and_branch(pr_copy):
     assert len(names) == 2, output
     try:
         dvc(repo, "queue", "start", "-j", "1")
-        status = wait_for_queue(repo)
+        status = wait_for_queue(repo, names)
     finally:
         dvc(repo, "queue", "stop", "--kill", check=False)
     logs = {n: dvc(repo, "queue", "logs", n, check=False) for n in names}

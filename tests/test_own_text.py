@@ -13,12 +13,19 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers_dvc import commit_and_repro, copy_project, copy_repo, dvc, git, set_params
+from helpers_dvc import (
+    commit_and_repro,
+    copy_project,
+    copy_repo,
+    dvc,
+    git,
+    set_params,
+    wait_for_queue,
+)
 
 import lstmlm
 from conftest import ROOT, TINY_MODEL, TINY_TRAIN
@@ -474,11 +481,7 @@ def test_a_queued_experiment_on_an_ignored_relative_text_says_why(story_repo, tm
     name = re.search(r"Queued experiment '([\w-]+)'", output).group(1)
     try:
         dvc(repo, "queue", "start", "-j", "1")
-        for _ in range(60):
-            status = dvc(repo, "queue", "status")
-            if not re.search(r"\b(Queued|Running)\b", status):
-                break
-            time.sleep(3)  # each `dvc queue status` costs about a second of CPU
+        wait_for_queue(repo, [name], timeout=180)
     finally:
         dvc(repo, "queue", "stop", "--kill", check=False)
     logs = dvc(repo, "queue", "logs", name, check=False)
