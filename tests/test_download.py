@@ -38,8 +38,11 @@ FIXTURE = {
 FIXTURE_BYTES = {s: t.encode("utf-8") for s, t in FIXTURE.items()}
 SUMS = {s: hashlib.sha256(b).hexdigest() for s, b in FIXTURE_BYTES.items()}
 
-# Fast settings: a stalled server fails in 0.5 s, retries do not sleep.
-FAST = dict(sums=SUMS, timeout=0.5, retries=1, backoff=0.0, progress=False)
+# Fast settings: retries do not sleep. The timeout is generous: a busy machine must not turn
+# an answering server's pause into a retry that the request counts would see. The stalled
+# server's tests alone shorten it (STALL_TIMEOUT).
+FAST = dict(sums=SUMS, timeout=10.0, retries=1, backoff=0.0, progress=False)
+STALL_TIMEOUT = 0.5
 NO_ENV: dict[str, str] = {}
 
 
@@ -74,7 +77,7 @@ FLAKY_BYTES = len(WT103_ZIP) // 4 + 1
 WT103_SUM = hashlib.sha256(WT103_ZIP).hexdigest()
 # The same size, one byte changed: only the checksum can tell.
 WT103_CORRUPT = WT103_ZIP[:100] + bytes([WT103_ZIP[100] ^ 0xFF]) + WT103_ZIP[101:]
-FAST_103 = dict(archive_sha256=WT103_SUM, archive_bytes=len(WT103_ZIP), timeout=0.5,
+FAST_103 = dict(archive_sha256=WT103_SUM, archive_bytes=len(WT103_ZIP), timeout=10.0,
                 retries=1, backoff=0.0, progress=False)
 
 
@@ -323,7 +326,8 @@ def test_stalled_server_times_out(stall_url, tmp_path):
     start = time.monotonic()
     with pytest.raises(DownloadError) as info:
         prepare_corpus("wikitext-2", tmp_path / "raw", environ=NO_ENV,
-                       mirrors=(Mirror(stall_url),), **{**FAST, "retries": 0})
+                       mirrors=(Mirror(stall_url),),
+                       **{**FAST, "retries": 0, "timeout": STALL_TIMEOUT})
     assert time.monotonic() - start < 5
     assert "timed out" in str(info.value) and stall_url in str(info.value)
     assert split_files(tmp_path / "raw") == []
@@ -336,7 +340,7 @@ def test_all_mirrors_fail_lists_every_url(server, stall_url, requests, tmp_path)
                Mirror(f"{base}/nothing/{{split}}.txt", "files"))
     with pytest.raises(DownloadError) as info:
         prepare_corpus("wikitext-2", tmp_path / "raw", environ=NO_ENV, mirrors=mirrors,
-                       **{**FAST, "retries": 0})
+                       **{**FAST, "retries": 0, "timeout": STALL_TIMEOUT})
     message = str(info.value)
     for url in (f"{base}/forbidden.zip", f"{base}/error.zip", stall_url,
                 f"{base}/truncated.zip", f"{base}/bad.zip", f"{base}/nothing/train.txt"):
@@ -445,7 +449,7 @@ def test_wikitext103_interrupted_download_resumes(server, requests, tmp_path):
 def test_dropped_connections_that_make_progress_use_up_no_retry(server, requests, tmp_path):
     srv, base = server
     dest = tmp_path / "wt103.zip"
-    size = fetch(f"{base}/wt103-flaky.zip", dest, timeout=0.5, retries=1, backoff=0.0,
+    size = fetch(f"{base}/wt103-flaky.zip", dest, timeout=10.0, retries=1, backoff=0.0,
                  progress=False)
     assert size == len(WT103_ZIP) and dest.read_bytes() == WT103_ZIP
     # Four answers, each cut short but the last: one retry would not cover them.
