@@ -505,12 +505,29 @@ def test_two_runs_of_the_pipeline_agree_except_for_timings(pipelines):
 # --------------------------------------------------------------------------- interrupted training
 
 
+# Runs the train stage, holding it at the start of epoch 3 (epoch 2's state saved): a tiny
+# epoch takes a tenth of a second, so a kill sent "during training" could otherwise land
+# after the run has ended.
+HOLD_AT_EPOCH_3 = """
+import runpy, sys, time
+from lstmlm.train.trainer import Trainer
+original = Trainer.train_epoch
+def train_epoch(self, *args, **kwargs):
+    if self.progress.epoch == 2:
+        time.sleep(600)
+    return original(self, *args, **kwargs)
+Trainer.train_epoch = train_epoch
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 @slow
 def test_sigkill_then_rerun_resumes_and_ends_like_an_uninterrupted_run(base, pipelines, tmp_path):
     reference = pipelines[0]
     work = project(base, tmp_path / "p", "ids", "vocab.json")
     state = work / "resume" / "state.pt"
-    run_ = Watched(start("train", work))
+    run_ = Watched(start("train", work, prefix=(sys.executable, "-c", HOLD_AT_EPOCH_3)))
     run_.wait_for("epoch 2:")
     wait_for_state(state, 2)
     os.kill(run_.proc.pid, signal.SIGKILL)
@@ -524,7 +541,7 @@ def test_sigkill_then_rerun_resumes_and_ends_like_an_uninterrupted_run(base, pip
     resumed = run("train", work)
     assert resumed.returncode == 0, show(resumed)
     done = int(re.search(r"resuming after epoch (\d+)", resumed.stdout)[1])
-    assert done >= 2
+    assert done == 2
     assert epochs_printed(resumed.stdout) == list(range(done + 1, EPOCHS + 1))
     # The metrics history holds every epoch (the resumed ones replayed) and equals an
     # uninterrupted run's; so do the best checkpoint's weights.
@@ -545,7 +562,10 @@ def test_signals_stop_with_a_message_and_no_stale_or_damaged_state_is_resumed(ba
     state.write_bytes(b"PK\x03\x04 half a zip")  # as if cut short (atomic_path prevents it)
 
     # The damaged state is set aside with a message. Ctrl-C during epoch 2: non-zero exit,
-    # a message, epoch 1 kept for a later run.
+    # a message, epoch 1 kept for a later run. Each run here has more epochs than it can
+    # finish (a tiny epoch takes a tenth of a second), so every signal lands mid-run.
+    many = {"epochs": 400, "early_stop_patience": 400}
+    write_params(work, train=many)
     run_ = Watched(start("train", work))
     assert re.match(r"train: ignoring \S*state\.pt: unreadable or damaged",
                     run_.wait_for("train: ignoring")), run_.lines
@@ -558,7 +578,7 @@ def test_signals_stop_with_a_message_and_no_stale_or_damaged_state_is_resumed(ba
     assert resume_epoch(state) >= 1
 
     # Another learning rate: the saved state is not continued. SIGTERM after epoch 5.
-    write_params(work, train={"lr": 2.0e-2, "epochs": 10})
+    write_params(work, train={**many, "lr": 2.0e-2})
     run_ = Watched(start("train", work))
     first = run_.wait_for("epoch ")
     assert first.startswith("epoch 1:"), run_.lines
@@ -573,7 +593,7 @@ def test_signals_stop_with_a_message_and_no_stale_or_damaged_state_is_resumed(ba
     assert resume_epoch(state) >= 5
 
     # epochs: 3 after a 5-epoch state must train 3 epochs afresh, not "resume" past its end.
-    write_params(work, train={"lr": 2.0e-2, "epochs": 3})  # nothing else changed
+    write_params(work, train={**many, "lr": 2.0e-2, "epochs": 3})  # nothing else changed
     result = run("train", work)
     assert result.returncode == 0, show(result)
     assert "other params or data" in result.stdout and "resuming" not in result.stdout
