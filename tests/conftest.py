@@ -25,6 +25,18 @@ TINY_TRAIN = {"epochs": 2, "batch_size": 4, "bptt": 8, "lr": 1.0e-2, "threads": 
               "averaging": "none"}  # the SWA tests ask for it themselves
 
 
+def watching_torch(module: str) -> str:
+    """Code for ``python -c CODE ARGS`` that runs ``python -m MODULE ARGS`` and, as it exits,
+    says on stderr whether torch was imported: "torch imported" or "torch never imported"."""
+    return f"""
+import atexit, runpy, sys
+atexit.register(lambda: sys.stderr.write(
+    "torch imported\\n" if "torch" in sys.modules else "torch never imported\\n"))
+sys.argv = [{module!r}, *sys.argv[1:]]
+runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+"""
+
+
 def tiny_lines(n_lines: int, seed: int) -> list[str]:
     """Sentences from a small grammar: predictable enough for a tiny model to learn."""
     rng = random.Random(seed)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import ROOT
+from conftest import ROOT, watching_torch
 from lstmlm.core.checkpoint import CheckpointError, save_checkpoint
 from lstmlm.core.errors import LstmlmError
 from lstmlm.core.loading import Weights, load, load_weights
@@ -701,14 +701,7 @@ def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> No
         assert needle in result.stderr, result.stderr
 
 
-# Runs `python -m lstmlm ARGS`, and says on stderr as it exits whether torch was imported.
-WITHOUT_TORCH = """
-import atexit, runpy, sys
-atexit.register(lambda: sys.stderr.write(
-    "torch imported\\n" if "torch" in sys.modules else "torch never imported\\n"))
-sys.argv = ["lstmlm", *sys.argv[1:]]
-runpy.run_module("lstmlm", run_name="__main__", alter_sys=True)
-"""
+WITHOUT_TORCH = watching_torch("lstmlm")
 
 
 def start_watched(*args: str, before: str = "") -> subprocess.Popen:

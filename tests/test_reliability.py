@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -505,21 +506,31 @@ def test_two_runs_of_the_pipeline_agree_except_for_timings(pipelines):
 # --------------------------------------------------------------------------- interrupted training
 
 
-# Runs the train stage, holding it at the start of epoch 3 (epoch 2's state saved): a tiny
-# epoch takes a tenth of a second, so a kill sent "during training" could otherwise land
-# after the run has ended.
-HOLD_AT_EPOCH_3 = """
-import runpy, sys, time
+def before_epoch_3(action: str) -> str:
+    """Code for ``python -c CODE MODULE ARGS``: runs ``python -m MODULE ARGS`` (the train
+    stage) with ``action``, Python code given the Trainer as ``self``, done as epoch 3 starts
+    (epoch 2's checkpoint and resume state saved)."""
+    return f"""
+import runpy, sys, time, torch
 from lstmlm.train.trainer import Trainer
 original = Trainer.train_epoch
 def train_epoch(self, *args, **kwargs):
     if self.progress.epoch == 2:
-        time.sleep(600)
+{textwrap.indent(action, " " * 8)}
     return original(self, *args, **kwargs)
 Trainer.train_epoch = train_epoch
 sys.argv = sys.argv[1:]
 runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
+
+
+# Holds the run at epoch 3: a tiny epoch takes a tenth of a second, so a kill sent "during
+# training" could otherwise land after the run has ended.
+HOLD_AT_EPOCH_3 = before_epoch_3("time.sleep(600)")
+# The model's weights turned to NaN at epoch 3, as an overflow would: the stage must stop,
+# and the checkpoint must keep epoch 2's weights.
+POISON_EPOCH_3 = before_epoch_3("""with torch.no_grad():
+    self.model.encoder.weight.fill_(float("nan"))""")
 
 
 @slow
@@ -621,23 +632,6 @@ def test_ctrl_c_before_the_first_epoch_ends_says_nothing_was_saved(base, tmp_pat
 
 
 # --------------------------------------------------------------------------- divergence
-
-# Runs the train stage with the model's weights turned to NaN at the start of epoch 3, as
-# an overflow would: the stage must stop, and the checkpoint must keep epoch 2's weights.
-POISON_EPOCH_3 = """
-import runpy, sys, torch
-from lstmlm.train.trainer import Trainer
-original = Trainer.train_epoch
-def train_epoch(self, *args, **kwargs):
-    if self.progress.epoch == 2:
-        with torch.no_grad():
-            self.model.encoder.weight.fill_(float("nan"))
-    return original(self, *args, **kwargs)
-Trainer.train_epoch = train_epoch
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
-
 
 @slow
 def test_divergence_stops_training_and_never_overwrites_the_best_checkpoint(base, pipelines,
